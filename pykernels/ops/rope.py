@@ -1,0 +1,1 @@
+"""Placeholder: pykernels::rotary op registration (issue 3)."""
