@@ -196,7 +196,7 @@ def backward(
         dsink = -(p_sink * delta).sum(dim=(0, 3)).reshape(hq).to(sink_logits.dtype)
     else:
         dsink = torch.zeros(hq, dtype=torch.float32, device=q.device)
-    dq = dq.permute(0, 3, 1, 2, 4).reshape(b, sq, hq, d).to(q.dtype)
+    dq = dq.permute(0, 3, 1, 2, 4).reshape(b, sq, hq, d).to(q.dtype).contiguous()
     dk = dk.permute(0, 2, 1, 3).to(k.dtype).contiguous()
     dv = dv.permute(0, 2, 1, 3).to(v.dtype).contiguous()
     return dq, dk, dv, dsink

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# One command on a GPU machine: build the extension, run the whole test suite
+# (GPU-only tests included), sanitize, benchmark, and record what ran.
+#
+#   bash scripts/gpu_check.sh [OUTDIR]                 # every stage
+#   STAGES="build test" bash scripts/gpu_check.sh OUT  # a subset
+#
+# Stages: build test sanitize bench profile notebooks. Each stage logs to
+# OUTDIR/<stage>.log and a failed stage does not stop the next one; the exit
+# code is non-zero if any stage failed. OUTDIR/gpu_check.json records the GPU,
+# torch/CUDA versions, commit, date, per-stage status and times, and the test
+# counts. Set PYKERNELS_COMMIT when the tree has no .git (e.g. a copied tree).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUTDIR=${1:-profiling/out/gpu_check}
+STAGES=${STAGES:-"build test sanitize bench profile notebooks"}
+mkdir -p "$OUTDIR"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+
+# Wheels the GPU image lacks (nvtx, nbclient, ...) travel in .whl/ (see README).
+if compgen -G ".whl/*.whl" >/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pk_site .whl/*.whl \
+    && export PYTHONPATH=/tmp/pk_site${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+declare -A STATUS SECONDS_TAKEN
+run_stage() {  # name, command...
+  local name=$1; shift
+  [[ " $STAGES " == *" $name "* ]] || return 0
+  echo "=== [$name] $(date -u +%H:%M:%S) $*"
+  local t0=$(date +%s)
+  "$@" >"$OUTDIR/$name.log" 2>&1
+  local rc=$?
+  SECONDS_TAKEN[$name]=$(( $(date +%s) - t0 ))
+  STATUS[$name]=$rc
+  echo "=== [$name] exit $rc after ${SECONDS_TAKEN[$name]}s"
+  tail -n 25 "$OUTDIR/$name.log"
+}
+
+stage_build() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  export MAX_JOBS=${MAX_JOBS:-16}
+  $PY -m pip install --no-build-isolation --no-deps -e . || return 1
+  $PY -c "import pykernels; print(pykernels.build_info()); [print(' ', n, s.available, s.reason) for n, s in pykernels.available_backends().items()]"
+}
+
+stage_test() {
+  $PY -m pytest -n 4 -q -p no:cacheprovider --junitxml="$OUTDIR/junit.xml" tests
+}
+
+stage_sanitize() {
+  # memcheck and racecheck over a small matrix of configurations of every GPU kernel.
+  local rc=0
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
+      $PY scripts/sanitize_cases.py || rc=1
+  done
+  return $rc
+}
+
+stage_bench() {
+  $PY -m profiling.bench --out "$OUTDIR/bench.jsonl" ${BENCH_ARGS:-}
+}
+
+stage_profile() {
+  $PY -m profiling.memory --results "$OUTDIR/memory" ${PROFILE_ARGS:-}
+}
+
+stage_notebooks() {
+  $PY scripts/run_notebooks.py
+}
+
+run_stage build stage_build
+run_stage test stage_test
+run_stage sanitize stage_sanitize
+run_stage bench stage_bench
+run_stage profile stage_profile
+run_stage notebooks stage_notebooks
+
+# Record the run: GPU, versions, commit, date, stage results, test counts.
+stage_json="{"
+for s in "${!STATUS[@]}"; do stage_json+="\"$s\": {\"exit\": ${STATUS[$s]}, \"seconds\": ${SECONDS_TAKEN[$s]}},"; done
+stage_json="${stage_json%,}}"
+$PY scripts/record_gpu_run.py --out "$OUTDIR/gpu_check.json" --stages "$stage_json" --junit "$OUTDIR/junit.xml"
+
+failed=0
+for s in "${!STATUS[@]}"; do [ "${STATUS[$s]}" -eq 0 ] || failed=1; done
+echo "=== gpu_check done: $( [ $failed -eq 0 ] && echo all stages passed || echo some stages FAILED )"
+exit $failed
