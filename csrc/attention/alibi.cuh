@@ -1,0 +1,42 @@
+// ALiBi (Press et al. 2022), computed in the kernel: no (Sq x Sk) bias tensor.
+//
+// Score x = scale <q, k> - slope_h |p - j|. The kernel works in log2 units
+// (exp2 is one MUFU instruction, exp is two), so a score tile becomes
+//
+//     x * log2(e) = <q, k> * softmax_scale_log2 - slope_h * log2(e) * |p - j|
+//
+// in place, one FFMA per element after the distance. Slopes arrive as (Hq,) or
+// (B, Hq) float32; alibi_batch_stride is 0 for the first.
+#pragma once
+
+#include "attention/params.h"
+
+namespace pykernels {
+namespace attention {
+
+constexpr float LOG2E = 1.4426950408889634f;  // log2(e): exp(x) = exp2(x * LOG2E)
+
+__device__ __forceinline__ float alibi_slope_log2(const FlashFwdParams& p, int b, int h) {
+  return p.alibi_slopes[b * p.alibi_batch_stride + h] * LOG2E;
+}
+
+// S[mf][j][e] at (row0 + 16 mf + 8 (e / 2), col0 + 8 j + (e % 2)) as in
+// apply_mask; `offset` turns a row into its position p.
+template <int kMFrags, int kNTiles>
+__device__ __forceinline__ void apply_alibi_log2(float (&S)[kMFrags][kNTiles][4], float softmax_scale_log2,
+                                                 float slope_log2, int row0, int offset, int col0) {
+#pragma unroll
+  for (int mf = 0; mf < kMFrags; ++mf)
+#pragma unroll
+    for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int p = row0 + 16 * mf + 8 * (e >> 1) + offset;
+        const int col = col0 + 8 * j + (e & 1);
+        const float dist = static_cast<float>(abs(p - col));
+        S[mf][j][e] = S[mf][j][e] * softmax_scale_log2 - slope_log2 * dist;
+      }
+}
+
+}  // namespace attention
+}  // namespace pykernels

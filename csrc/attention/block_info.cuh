@@ -1,0 +1,71 @@
+// Which key tiles a query tile must visit, worked out before any element mask
+// (the tile-level half of mask.cuh; mirrors MaskSpec.band / sink_range /
+// key_blocks / block_is_full in pykernels/masks.py).
+//
+// Rows [row_lo, row_hi) sit at positions [p_first, p_last]. Together they can
+// see only
+//   * the window band  [max(0, p_first - left), min(Sk, p_last + right + 1)), and
+//   * the sink keys    [0, n_sink), n_sink = min(sink, Sk), and under causal at
+//     most p_last + 1 of them.
+// So a query tile visits the key tiles overlapping the band, then the sink
+// tiles left of the band, and nothing else: a 1024-wide window at 16K costs the
+// band, not the square. Tiles are visited from the right (the diagonal) to the
+// left, so the first tile is the only partially visible one under plain causal.
+#pragma once
+
+#include "attention/mask.cuh"
+
+namespace pykernels {
+namespace attention {
+
+template <int kBlockN>
+struct KeyTileRange {
+  int band_lo;    // first key tile of the band
+  int band_hi;    // one past its last key tile (band_hi == band_lo: empty band)
+  int sink_only;  // sink tiles [0, sink_only) that lie left of the band
+
+  __device__ __forceinline__ static KeyTileRange make(const Mask& m, int row_lo, int row_hi) {
+    const int p_first = row_lo + m.offset;
+    const int p_last = row_hi - 1 + m.offset;
+    int lo = (m.left == kUnbounded) ? 0 : max(0, p_first - m.left);
+    int hi = (m.right == kUnbounded) ? m.seqlen_k : min(m.seqlen_k, p_last + m.right + 1);
+    hi = max(lo, hi);
+    int n_sink = min(m.sink, m.seqlen_k);
+    if (m.causal) n_sink = min(n_sink, max(0, p_last + 1));
+    KeyTileRange r;
+    if (hi > lo) {
+      r.band_lo = lo / kBlockN;
+      r.band_hi = (hi + kBlockN - 1) / kBlockN;
+    } else {
+      r.band_lo = r.band_hi = 0;
+    }
+    const int sink_tiles = (n_sink + kBlockN - 1) / kBlockN;
+    r.sink_only = (hi > lo) ? min(sink_tiles, r.band_lo) : sink_tiles;
+    return r;
+  }
+
+  __device__ __forceinline__ int count() const { return (band_hi - band_lo) + sink_only; }
+
+  // The i-th tile to visit: the band from right to left, then the sinks.
+  __device__ __forceinline__ int tile(int i) const {
+    const int n_band = band_hi - band_lo;
+    return (i < n_band) ? band_hi - 1 - i : sink_only - 1 - (i - n_band);
+  }
+};
+
+// True when every key in [col_lo, col_lo + kBlockN) is visible to every row in
+// [row_lo, row_hi), so the tile needs no element mask (MaskSpec.block_is_full).
+template <int kBlockN>
+__device__ __forceinline__ bool key_tile_is_full(const Mask& m, int row_lo, int row_hi, int col_lo) {
+  const int col_hi = col_lo + kBlockN;
+  if (col_hi > m.seqlen_k) return false;
+  const int p_first = row_lo + m.offset;
+  const int p_last = row_hi - 1 + m.offset;
+  const bool in_band = (m.left == kUnbounded || col_lo >= p_last - m.left) &&
+                       (m.right == kUnbounded || col_hi - 1 <= p_first + m.right);
+  const bool in_sink = col_hi <= m.sink && (!m.causal || col_hi - 1 <= p_first);
+  return in_band || in_sink;
+}
+
+}  // namespace attention
+}  // namespace pykernels

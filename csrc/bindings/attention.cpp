@@ -1,0 +1,123 @@
+// pykernels._C.attention_fwd: torch tensors -> FlashFwdParams -> the kernel.
+//
+// Python (pykernels/backends/cuda/attention.py) has already validated the
+// call, normalised the mask numbers and allocated out and lse (so that
+// PYKERNELS_POISON_OUTPUTS can poison them); the checks here guard the kernel's
+// own assumptions so that a direct call can never read out of bounds.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "attention/flash_fwd.h"
+#include "bindings/bindings.h"
+
+namespace pykernels {
+namespace {
+
+void check_qkv(const at::Tensor& t, const char* name, const at::Tensor& q) {
+  TORCH_CHECK(t.is_cuda(), name, ": expected a CUDA tensor, got one on ", t.device());
+  TORCH_CHECK(t.device() == q.device(), name, ": expected a tensor on ", q.device(), ", got one on ", t.device());
+  TORCH_CHECK(t.dim() == 4, name, ": expected a 4-d (B, S, H, D) tensor, got ", t.dim(), "-d");
+  TORCH_CHECK(t.scalar_type() == q.scalar_type(), name, ": expected dtype ", q.scalar_type(), ", got ",
+              t.scalar_type());
+  TORCH_CHECK(t.stride(3) == 1, name, ": expected a contiguous last dimension, got stride ", t.stride(3));
+  // cp.async moves 16-byte chunks: every row must start 16-byte aligned.
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, name, ": expected a 16-byte aligned pointer");
+  for (int d = 0; d < 3; ++d) {
+    TORCH_CHECK(t.size(d) == 1 || t.stride(d) % 8 == 0, name, ": expected strides that are multiples of 8 elements, got ",
+                t.strides());
+  }
+}
+
+void check_param(const c10::optional<at::Tensor>& t, const char* name, const at::Tensor& q) {
+  if (!t.has_value()) return;
+  TORCH_CHECK(t->is_cuda() && t->device() == q.device(), name, ": expected a tensor on ", q.device());
+  TORCH_CHECK(t->scalar_type() == at::kFloat, name, ": expected float32, got ", t->scalar_type());
+  TORCH_CHECK(t->is_contiguous(), name, ": expected a contiguous tensor");
+}
+
+std::tuple<at::Tensor, at::Tensor> attention_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 at::Tensor out, at::Tensor lse,
+                                                 const c10::optional<at::Tensor>& sink_logits,
+                                                 const c10::optional<at::Tensor>& alibi_slopes, double softmax_scale,
+                                                 bool causal, int64_t window_left, int64_t window_right,
+                                                 int64_t sink_tokens, int64_t q_offset) {
+  TORCH_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16,
+              "q: expected float16 or bfloat16, got ", q.scalar_type());
+  check_qkv(q, "q", q);
+  check_qkv(k, "k", q);
+  check_qkv(v, "v", q);
+  check_qkv(out, "out", q);
+  const int64_t batch = q.size(0), seqlen_q = q.size(1), heads_q = q.size(2), head_dim = q.size(3);
+  const int64_t seqlen_k = k.size(1), heads_kv = k.size(2);
+  TORCH_CHECK(attention::flash_fwd_supports_head_dim(static_cast<int>(head_dim)),
+              "head_dim: expected one of 32, 64, 96, 128, 256, got ", head_dim);
+  TORCH_CHECK(k.size(0) == batch && k.size(3) == head_dim && v.sizes() == k.sizes(),
+              "k, v: expected shape (", batch, ", Sk, Hkv, ", head_dim, "), got ", k.sizes(), " and ", v.sizes());
+  TORCH_CHECK(heads_kv > 0 && heads_q % heads_kv == 0, "k: expected Hq % Hkv == 0, got Hq=", heads_q,
+              " Hkv=", heads_kv);
+  TORCH_CHECK(out.sizes() == q.sizes(), "out: expected shape ", q.sizes(), ", got ", out.sizes());
+  TORCH_CHECK(lse.is_cuda() && lse.scalar_type() == at::kFloat && lse.is_contiguous() &&
+                  lse.sizes() == at::IntArrayRef({batch, heads_q, seqlen_q}),
+              "lse: expected a contiguous float32 (B, Hq, Sq) CUDA tensor");
+  check_param(sink_logits, "sink_logits", q);
+  check_param(alibi_slopes, "alibi_slopes", q);
+  if (sink_logits) TORCH_CHECK(sink_logits->numel() == heads_q, "sink_logits: expected shape (", heads_q, ",)");
+  if (alibi_slopes) {
+    TORCH_CHECK(alibi_slopes->numel() == heads_q || alibi_slopes->numel() == batch * heads_q,
+                "alibi_slopes: expected shape (Hq,) or (B, Hq), got ", alibi_slopes->sizes());
+  }
+  constexpr int64_t kIntMax = 2147483647;
+  TORCH_CHECK(seqlen_q < kIntMax && seqlen_k < kIntMax && batch * heads_q < kIntMax,
+              "sequence lengths and B * Hq must fit in 32 bits");
+
+  attention::FlashFwdParams p{};
+  p.q = q.data_ptr();
+  p.k = k.data_ptr();
+  p.v = v.data_ptr();
+  p.out = out.data_ptr();
+  p.lse = lse.data_ptr<float>();
+  p.sink_logits = sink_logits ? sink_logits->data_ptr<float>() : nullptr;
+  p.alibi_slopes = alibi_slopes ? alibi_slopes->data_ptr<float>() : nullptr;
+  p.q_batch_stride = q.stride(0), p.q_row_stride = q.stride(1), p.q_head_stride = q.stride(2);
+  p.k_batch_stride = k.stride(0), p.k_row_stride = k.stride(1), p.k_head_stride = k.stride(2);
+  p.v_batch_stride = v.stride(0), p.v_row_stride = v.stride(1), p.v_head_stride = v.stride(2);
+  p.o_batch_stride = out.stride(0), p.o_row_stride = out.stride(1), p.o_head_stride = out.stride(2);
+  p.alibi_batch_stride = (alibi_slopes && alibi_slopes->numel() == batch * heads_q) ? heads_q : 0;
+  p.batch = static_cast<int>(batch);
+  p.seqlen_q = static_cast<int>(seqlen_q);
+  p.seqlen_k = static_cast<int>(seqlen_k);
+  p.heads_q = static_cast<int>(heads_q);
+  p.heads_kv = static_cast<int>(heads_kv);
+  p.head_dim = static_cast<int>(head_dim);
+  p.q_offset = static_cast<int>(q_offset);
+  p.window_left = static_cast<int>(window_left);
+  p.window_right = static_cast<int>(window_right);
+  p.sink_tokens = static_cast<int>(sink_tokens);
+  p.causal = causal ? 1 : 0;
+  p.softmax_scale = static_cast<float>(softmax_scale);
+  p.softmax_scale_log2 = static_cast<float>(softmax_scale * 1.4426950408889634);  // times log2(e)
+
+  if (seqlen_q == 0 || batch == 0 || heads_q == 0) return {out, lse};
+  const c10::cuda::CUDAGuard guard(q.device());
+  // torch's current stream (what at::cuda::getCurrentCUDAStream returns), so the
+  // kernel orders with the caller's work and with CUDA graphs.
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  const cudaError_t err = attention::run_flash_fwd(p, q.scalar_type() == at::kBFloat16, stream);
+  TORCH_CHECK(err == cudaSuccess, "pykernels attention_fwd: launch failed: ", cudaGetErrorString(err));
+  return {out, lse};
+}
+
+}  // namespace
+
+void register_attention(pybind11::module_& m) {
+  m.def("attention_fwd", &attention_fwd,
+        "Flash attention forward into preallocated out (B, Sq, Hq, D) and lse (B, Hq, Sq); returns (out, lse)",
+        pybind11::arg("q"), pybind11::arg("k"), pybind11::arg("v"), pybind11::arg("out"), pybind11::arg("lse"),
+        pybind11::arg("sink_logits"), pybind11::arg("alibi_slopes"), pybind11::arg("softmax_scale"),
+        pybind11::arg("causal"), pybind11::arg("window_left"), pybind11::arg("window_right"),
+        pybind11::arg("sink_tokens"), pybind11::arg("q_offset"));
+  m.def("attention_fwd_supports_head_dim", &attention::flash_fwd_supports_head_dim,
+        "Whether the CUDA forward kernel has a tile shape for this head dim");
+}
+
+}  // namespace pykernels

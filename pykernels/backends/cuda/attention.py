@@ -1,0 +1,127 @@
+"""Attention forward on the CUDA C++ extension (csrc/attention, FlashAttention-2 style).
+
+``forward`` prepares the inputs that the kernel assumes (16-byte aligned rows,
+strides in multiples of 8 elements, float32 sink logits and ALiBi slopes),
+normalises the mask numbers, allocates the outputs through
+``pykernels._debug.new_output`` and calls ``pykernels._C.attention_fwd``.
+The CuPy backend shares :func:`prepare` and launches the same kernel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+
+from ..._debug import new_output
+
+# Head dims with a tile shape in csrc/attention/kernel_traits.cuh.
+SUPPORTED_HEAD_DIMS = (32, 64, 96, 128, 256)
+_HALF = (torch.float16, torch.bfloat16)
+UNBOUNDED = -1
+
+
+def supports(dtype: torch.dtype, head_dim: int) -> Optional[str]:
+    """None when the forward kernel can run these inputs, else why not."""
+    if dtype not in _HALF:
+        return f"it takes float16 or bfloat16, got {dtype}"
+    if head_dim not in SUPPORTED_HEAD_DIMS:
+        return f"head_dim must be one of {SUPPORTED_HEAD_DIMS}, got {head_dim}"
+    return None
+
+
+def _kernel_ready(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when the kernel can read it in place, else a contiguous copy.
+
+    cp.async moves 16-byte chunks, so rows must start 16-byte aligned: a
+    contiguous last dimension, a data pointer on 16 bytes and every other
+    stride a multiple of 8 elements. Any other view is copied once.
+    """
+    ok = t.stride(-1) == 1 and t.data_ptr() % 16 == 0
+    ok = ok and all(t.size(d) == 1 or t.stride(d) % 8 == 0 for d in range(t.dim() - 1))
+    return t if ok else t.contiguous()
+
+
+def _float_param(t: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
+    if t is None:
+        return None
+    return t.to(device=device, dtype=torch.float32).contiguous()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Inputs in the form the kernel reads them, and the normalised mask."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    sink_logits: Optional[torch.Tensor]
+    alibi_slopes: Optional[torch.Tensor]  # (Hq,) or (B, Hq) float32
+    softmax_scale: float
+    causal: bool
+    window_left: int
+    window_right: int
+    sink_tokens: int
+    q_offset: int
+
+
+def normalise_mask(seqlen_q: int, seqlen_k: int, causal: bool, left: int, right: int, sink_tokens: int,
+                   q_offset: int) -> Tuple[int, int, int]:
+    """Replace window sides and sink counts that cannot bind by their unbounded equivalents.
+
+    The kernel does its mask arithmetic in 32 bits; a window wider than the
+    sequence (say 2**40) means the same as -1 and must not overflow there.
+    """
+    p_first, p_last = q_offset, seqlen_q - 1 + q_offset
+    if left != UNBOUNDED and left >= max(0, p_last):
+        left = UNBOUNDED  # p - left <= 0 for every row: no lower bound
+    if right != UNBOUNDED and right >= 0 and p_first + right >= seqlen_k - 1:
+        right = UNBOUNDED  # p + right >= Sk - 1 for every row: no upper bound
+    sink_tokens = min(max(sink_tokens, 0), seqlen_k)
+    return left, right, sink_tokens
+
+
+def prepare(q, k, v, *, softmax_scale, causal, window_left, window_right, sink_tokens, sink_logits,
+            alibi_slopes, q_offset) -> Prepared:
+    b, sq, hq, d = q.shape
+    sk, hkv = k.shape[1], k.shape[2]
+    why = supports(q.dtype, d)
+    if why is not None:
+        raise ValueError(f"q: {why}")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"k, v: expected dtype {q.dtype}, got {k.dtype} and {v.dtype}")
+    if hkv == 0 or hq % hkv != 0:
+        raise ValueError(f"k: expected a head count dividing Hq={hq}, got Hkv={hkv}")
+    if alibi_slopes is not None and alibi_slopes.numel() not in (hq, b * hq):
+        raise ValueError(f"alibi_slopes: expected shape ({hq},) or ({b}, {hq}), got {tuple(alibi_slopes.shape)}")
+    if sink_logits is not None and sink_logits.numel() != hq:
+        raise ValueError(f"sink_logits: expected shape ({hq},), got {tuple(sink_logits.shape)}")
+    left, right, sinks = normalise_mask(sq, sk, bool(causal), int(window_left), int(window_right),
+                                        int(sink_tokens), int(q_offset))
+    return Prepared(
+        q=_kernel_ready(q), k=_kernel_ready(k), v=_kernel_ready(v),
+        sink_logits=_float_param(sink_logits, q.device),
+        alibi_slopes=_float_param(alibi_slopes, q.device),
+        softmax_scale=float(softmax_scale), causal=bool(causal),
+        window_left=left, window_right=right, sink_tokens=sinks, q_offset=int(q_offset),
+    )
+
+
+def new_outputs(q: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``out`` (B, Sq, Hq, D) in q's dtype and ``lse`` (B, Hq, Sq) float32, poisoned when asked."""
+    b, sq, hq, d = q.shape
+    return new_output((b, sq, hq, d), q.dtype, q.device), new_output((b, hq, sq), torch.float32, q.device)
+
+
+def forward(q, k, v, *, softmax_scale, causal, window_left, window_right, sink_tokens, sink_logits,
+            alibi_slopes, q_offset):
+    """``(out, lse)`` of flash attention; see ``pykernels.ops.attention``."""
+    from . import load_extension
+
+    _C = load_extension()
+    p = prepare(q, k, v, softmax_scale=softmax_scale, causal=causal, window_left=window_left,
+                window_right=window_right, sink_tokens=sink_tokens, sink_logits=sink_logits,
+                alibi_slopes=alibi_slopes, q_offset=q_offset)
+    out, lse = new_outputs(q)
+    return _C.attention_fwd(p.q, p.k, p.v, out, lse, p.sink_logits, p.alibi_slopes, p.softmax_scale, p.causal,
+                            p.window_left, p.window_right, p.sink_tokens, p.q_offset)

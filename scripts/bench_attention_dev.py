@@ -1,0 +1,165 @@
+"""Dev benchmark of the attention forward against PyTorch's kernels (issue 4).
+
+    python scripts/bench_attention_dev.py --out results.jsonl [--providers cuda,cupy,sdpa_flash,cudnn,flex]
+
+Shapes: B * S = 16K tokens, H * D = 2048, bf16 (default S = 16384, D = 128).
+Variants: causal; causal sliding window 1024; 4 sink tokens + window 1024;
+causal + ALiBi. Peers run only where they express the variant natively:
+SDPA's flash and cuDNN backends take plain causal, FlexAttention (compiled)
+takes all four through block masks and score_mod.
+
+TFLOP/s follow flash-attn: 4 * B * H * Sq * Sk * D, halved for causal; for a
+window or sinks only the visible (row, key) pairs count
+(``MaskSpec.visible_pairs``), so the numbers are useful work per second.
+Timing: CUDA events around each call, warm-up first, median of --reps, fresh
+random inputs (not zeros). One JSON line per measurement goes to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+
+import torch
+
+import pykernels
+from pykernels.masks import MaskSpec
+
+VARIANTS = {
+    # name: (causal, window, sink_tokens, alibi)
+    "causal": (True, (-1, -1), 0, False),
+    "window1024": (True, (1024, 0), 0, False),
+    "sink4_window1024": (True, (1024, 0), 4, False),
+    "causal_alibi": (True, (-1, -1), 0, True),
+}
+
+
+def useful_flops(b, h, s, d, causal, window, sinks):
+    if window == (-1, -1) and sinks == 0:
+        pairs = s * s / (2 if causal else 1)  # flash-attn's convention
+    else:
+        pairs = MaskSpec(s, s, causal, window[0], window[1], sinks).visible_pairs()
+    return 4.0 * b * h * pairs * d
+
+
+def time_fn(fn, warmup, reps):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
+    return statistics.median(times), q(0.2), q(0.8)
+
+
+def make_provider(name, q, k, v, causal, window, sinks, slopes):
+    """A zero-argument callable running the variant, or None when the provider cannot express it."""
+    b, s, h, d = q.shape
+    plain_causal = causal and window == (-1, -1) and sinks == 0 and slopes is None
+    if name in ("cuda", "cupy"):
+        if not pykernels.available_backends()[name]:
+            return None
+        return lambda: pykernels.flash_attn_func(q, k, v, causal=causal, window_size=window, sink_tokens=sinks,
+                                                 alibi_slopes=slopes, backend=name)
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # SDPA / Flex layout (B, H, S, D), same storage
+    if name in ("sdpa_flash", "cudnn"):
+        if not plain_causal:
+            return None
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        backend = SDPBackend.FLASH_ATTENTION if name == "sdpa_flash" else SDPBackend.CUDNN_ATTENTION
+
+        def run():
+            with sdpa_kernel(backend):
+                return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+
+        return run
+    if name == "flex":
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        left = window[0]
+
+        def mask_mod(b_, h_, qi, ki):
+            ok = ki <= qi
+            if left >= 0:
+                ok = ok & ((qi - ki <= left) | (ki < sinks))
+            return ok
+
+        score_mod = None
+        if slopes is not None:
+            def score_mod(score, b_, h_, qi, ki):
+                return score - slopes[h_] * (qi - ki).abs()
+
+        block_mask = create_block_mask(mask_mod, None, None, s, s, device=q.device)
+        compiled = torch.compile(flex_attention, dynamic=False)
+        return lambda: compiled(qt, kt, vt, score_mod=score_mod, block_mask=block_mask)
+    raise ValueError(f"unknown provider {name}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=None, help="append JSON lines here")
+    ap.add_argument("--seqlen", type=int, default=16384)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--providers", default="cuda,cupy,sdpa_flash,cudnn,flex")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=15)
+    args = ap.parse_args()
+
+    s, d = args.seqlen, args.head_dim
+    b, h = max(1, 16384 // s), 2048 // d
+    dev = torch.device("cuda")
+    gpu = torch.cuda.get_device_name()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    rows = []
+    for variant in args.variants.split(","):
+        causal, window, sinks, alibi = VARIANTS[variant]
+        torch.manual_seed(0)
+        q, k, v = (torch.randn(b, s, h, d, device=dev, dtype=torch.bfloat16) for _ in range(3))
+        slopes = pykernels.alibi_slopes(h).to(dev) if alibi else None
+        flops = useful_flops(b, h, s, d, causal, window, sinks)
+        for prov in args.providers.split(","):
+            try:
+                fn = make_provider(prov, q, k, v, causal, window, sinks, slopes)
+                if fn is None:
+                    continue
+                med, p20, p80 = time_fn(fn, args.warmup, args.reps)
+            except Exception as exc:  # a peer that fails here must not hide the others
+                print(f"{variant:18s} {prov:11s} failed: {type(exc).__name__}: {str(exc)[:200]}")
+                continue
+            row = dict(kernel="attention", mode="fwd", variant=variant, provider=prov, batch=b, seqlen=s, heads=h,
+                       head_dim=d, dtype="bf16", median_ms=med, p20_ms=p20, p80_ms=p80,
+                       tflops=flops / (med * 1e-3) / 1e12, gpu=gpu, torch=torch.__version__, commit=commit)
+            rows.append(row)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+        del q, k, v
+        torch.cuda.empty_cache()
+
+    print(f"\n{gpu}, B={b} S={s} H={h} D={d} bf16; useful TFLOP/s (median ms)")
+    provs = [p for p in args.providers.split(",") if any(r["provider"] == p for r in rows)]
+    print(f"{'variant':18s}" + "".join(f"{p:>17s}" for p in provs))
+    for variant in args.variants.split(","):
+        cells = []
+        for p in provs:
+            r = next((r for r in rows if r["variant"] == variant and r["provider"] == p), None)
+            cells.append(f"{r['tflops']:7.1f} ({r['median_ms']:6.2f})" if r else f"{'-':>16s}")
+        print(f"{variant:18s}" + "".join(f"{c:>17s}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()

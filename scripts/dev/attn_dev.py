@@ -1,0 +1,62 @@
+"""Dev loop for the attention kernel on a GPU machine, without setup.py.
+
+Builds only csrc/attention + csrc/bindings/attention.cpp (other ops may be
+mid-edit) with torch.utils.cpp_extension.load, installs the result as
+pykernels._C, then runs the attention GPU tests and the dev benchmark.
+
+    python scripts/dev/attn_dev.py [--tests] [--bench ARGS...]
+"""
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = os.environ.get("OUT", "/tmp")
+sys.path.insert(0, ROOT)  # the package need not be installed on the GPU machine
+
+
+def build(archs=("90a",)):
+    from torch.utils.cpp_extension import load
+
+    os.environ.setdefault("MAX_JOBS", "16")
+    sources = sorted(glob.glob(os.path.join(ROOT, "csrc/attention/**/*.cu"), recursive=True))
+    sources += [os.path.join(ROOT, "csrc/bindings/attention.cpp"), os.path.join(ROOT, "scripts/dev/attn_dev_module.cpp")]
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+    build_dir = os.environ.get("PK_DEV_BUILD") or None  # reuse objects across runs
+    if build_dir:
+        os.makedirs(build_dir, exist_ok=True)
+    t0 = time.time()
+    mod = load(
+        name="pk_attn_dev", sources=sources, extra_include_paths=[os.path.join(ROOT, "csrc")],
+        extra_cflags=["-O3", "-std=c++17"],
+        extra_cuda_cflags=["-O3", "--use_fast_math", "-std=c++17", "-Xptxas=-v", *gencode],
+        build_directory=build_dir, verbose=True,
+    )
+    print(f"built pk_attn_dev in {time.time() - t0:.0f}s", flush=True)
+    import pykernels
+
+    sys.modules["pykernels._C"] = mod
+    pykernels._C = mod
+    return mod
+
+
+if __name__ == "__main__":
+    build()
+    args = sys.argv[1:]
+    rc = 0
+    if "--tests" in args:
+        import pytest
+
+        extra = ["-k", os.environ["PK_TEST_K"]] if os.environ.get("PK_TEST_K") else []
+        rc = pytest.main(["-q", "--maxfail=15", "--tb=short", "-p", "no:cacheprovider", "--durations=8",
+                          os.path.join(ROOT, "tests/test_attention_cuda.py"), *extra])
+    if "--bench" in args:
+        sys.argv = ["bench_attention_dev.py"] + args[args.index("--bench") + 1:]
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        import bench_attention_dev
+
+        bench_attention_dev.main()
+    sys.exit(int(rc))
