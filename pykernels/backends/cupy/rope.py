@@ -1,0 +1,147 @@
+"""Rotary embedding through CuPy: csrc/rope/rotary.cuh compiled by NVRTC at first use.
+
+Same interface as ``pykernels/backends/torch/rope.py`` (see its docstring),
+and the very kernel the C++ extension runs. This file makes the launcher's
+choices in Python, following ``csrc/rope/rotary_launch.cu``: the 16-byte
+vector width when pointers, strides and sizes allow it (else one element),
+and tokens per block from the kernel's ``kThreads`` / ``kItemsPerThread``,
+which are read back from the compiled module rather than written down twice.
+
+The kernel takes flat arguments; each is wrapped in the NumPy scalar type of
+its C parameter (pointers as uint64, ``index_t`` as int64, ``int`` as int32,
+``float`` as float32), since CuPy passes an argument by its own type.
+Launches go on ``torch.cuda.current_stream()``.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+
+from ._compile import compile_module, current_stream
+
+VECTOR_BYTES = 16
+_CTYPES = {torch.float16: "__half", torch.bfloat16: "__nv_bfloat16", torch.float32: "float"}
+
+_lock = threading.Lock()
+_modules: Dict[Tuple[int, torch.dtype], tuple] = {}
+
+
+def _name(ctype: str, vec: int, interleaved: bool, freqs_in_kernel: bool) -> str:
+    flags = ", ".join("true" if f else "false" for f in (interleaved, freqs_in_kernel))
+    return f"pykernels::rope::rotary_kernel<{ctype}, {vec}, {flags}>"
+
+
+def _source() -> str:
+    return (
+        '#include "rope/rotary.cuh"\n'
+        'extern "C" __device__ int pk_rope_geometry[2] = '
+        "{pykernels::rope::kThreads, pykernels::rope::kItemsPerThread};\n"
+    )
+
+
+def _module(device: int, dtype: torch.dtype):
+    """(module, threads, items_per_thread) with every instantiation for dtype, compiled once per device."""
+    key = (device, dtype)
+    with _lock:
+        hit = _modules.get(key)
+    if hit is not None:
+        return hit
+    import cupy as cp
+
+    ctype = _CTYPES[dtype]
+    wide = VECTOR_BYTES // torch.empty((), dtype=dtype).element_size()
+    names = [_name(ctype, vec, inter, freqs) for vec in (wide, 1) for inter in (False, True)
+             for freqs in (False, True)]
+    mod = compile_module(_source(), names, device=device)
+    with cp.cuda.Device(device):
+        threads, items = (int(x) for x in cp.ndarray((2,), cp.int32, mod.get_global("pk_rope_geometry")).get())
+    hit = (mod, threads, items)
+    with _lock:
+        _modules[key] = hit
+    return hit
+
+
+def _aligned(t: torch.Tensor) -> bool:
+    return t.data_ptr() % VECTOR_BYTES == 0
+
+
+def _rows_ok(x: torch.Tensor, out: torch.Tensor, vec: int) -> bool:
+    # A stride matters only when its dim has more than one index.
+    for t in (x, out):
+        if not _aligned(t) or any(n > 1 and st % vec for n, st in zip(t.shape[:3], t.stride()[:3])):
+            return False
+    return True
+
+
+def _vector_width(q, k, q_out, k_out, table, sin, rot_half: int) -> int:
+    """rotary_launch.cu's rotary_vector_width, for the same arguments."""
+    vec = VECTOR_BYTES // q.element_size()
+    ok = rot_half % vec == 0 and q.shape[-1] % vec == 0 and _rows_ok(q, q_out, vec)
+    ok = ok and (k is None or _rows_ok(k, k_out, vec)) and _aligned(table)
+    if sin is not None:  # the cos/sin table is read as float4
+        ok = ok and _aligned(sin) and table.stride(0) % 4 == 0
+    return vec if ok else 1
+
+
+def _plan(q, k, table, sin, scale, positions, offset, q_out, k_out, conjugate, threads: int,
+          items_per_thread: int) -> Tuple[int, int, tuple]:
+    """``(vector width, blocks, kernel arguments)``: what rotary_launch.cu decides, for CuPy."""
+    b, s, hq, d = q.shape
+    n_tokens = b * s
+    rot_half = table.shape[-1]
+    vec = _vector_width(q, k, q_out, k_out, table, sin, rot_half)
+    in_place = q_out.data_ptr() == q.data_ptr()
+    tail_vecs = 0 if in_place else (d - 2 * rot_half) // vec
+    hk = k.shape[2] if k is not None else 0
+    items_per_token = (hq + hk) * (rot_half // vec + tail_vecs)
+    budget = threads * items_per_thread
+    tokens_per_block = 1 if items_per_token >= budget else budget // items_per_token
+    blocks = (n_tokens + tokens_per_block - 1) // tokens_per_block
+
+    i64, i32, ptr = np.int64, np.int32, np.uint64
+
+    def rows(x, out, heads):
+        return (ptr(x.data_ptr()), ptr(out.data_ptr()), *(i64(v) for v in x.stride()[:3]),
+                *(i64(v) for v in out.stride()[:3]), i32(heads))
+
+    # An absent k gets q's pointers and no heads: nothing reads them.
+    k_rows = rows(k, k_out, hk) if k is not None else rows(q, q_out, 0)
+    if positions is None:
+        ids = (ptr(0), i64(0), i64(0), i32(1))
+    elif positions.dim() == 1:  # per-batch offsets: p = offset + s + ids[b]
+        ids = (ptr(positions.data_ptr()), i64(positions.stride(0)), i64(0), i32(1))
+    else:  # position ids: p = offset + ids[b, s]
+        ids = (ptr(positions.data_ptr()), i64(positions.stride(0)), i64(positions.stride(1)), i32(0))
+    if sin is None:  # cos/sin computed in the kernel from inv_freq
+        table_args = (ptr(table.data_ptr()), ptr(0), i64(0), i64(0), np.float32(scale))
+    else:
+        table_args = (ptr(table.data_ptr()), ptr(sin.data_ptr()), i64(table.stride(0)), i64(table.shape[0]),
+                      np.float32(1.0))
+    args = (*rows(q, q_out, hq), *k_rows, *table_args, *ids, i64(offset), i64(n_tokens), i32(s), i32(rot_half),
+            i32(tail_vecs), i32(1 if conjugate else 0), i32(tokens_per_block))
+    return vec, blocks, args
+
+
+def _launch(q, k, table, sin, scale, positions, offset, q_out, k_out, interleaved, conjugate) -> None:
+    heads = q.shape[2] + (k.shape[2] if k is not None else 0)
+    if q.shape[0] * q.shape[1] * heads == 0:
+        return
+    device = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    mod, threads, items_per_thread = _module(device, q.dtype)
+    vec, blocks, args = _plan(q, k, table, sin, scale, positions, offset, q_out, k_out, conjugate, threads,
+                              items_per_thread)
+    kern = mod.get_function(_name(_CTYPES[q.dtype], vec, interleaved, sin is None))
+    with torch.cuda.device(device), current_stream(q.device):
+        kern((blocks, 1, 1), (threads, 1, 1), args)
+
+
+def apply_rotary(q, k, cos, sin, positions, offset, q_out, k_out, *, interleaved, conjugate) -> None:
+    _launch(q, k, cos, sin, 1.0, positions, offset, q_out, k_out, interleaved, conjugate)
+
+
+def apply_rotary_freqs(q, k, inv_freq, scale, positions, offset, q_out, k_out, *, interleaved, conjugate) -> None:
+    """As ``apply_rotary``, with cos/sin = (cos, sin)(position * inv_freq) * scale computed in the kernel."""
+    _launch(q, k, inv_freq, None, scale, positions, offset, q_out, k_out, interleaved, conjugate)
