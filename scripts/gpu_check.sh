@@ -5,7 +5,7 @@
 #   bash scripts/gpu_check.sh [OUTDIR]                 # every stage
 #   STAGES="build test" bash scripts/gpu_check.sh OUT  # a subset
 #
-# Stages: build test sanitize bench profile notebooks. Each stage logs to
+# Stages: build native test sanitize bench profile notebooks. Each stage logs to
 # OUTDIR/<stage>.log and a failed stage does not stop the next one; the exit
 # code is non-zero if any stage failed. OUTDIR/gpu_check.json records the GPU,
 # torch/CUDA versions, commit, date, per-stage status and times, and the test
@@ -13,7 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-profiling/out/gpu_check}
-STAGES=${STAGES:-"build test sanitize bench profile notebooks"}
+STAGES=${STAGES:-"build native test sanitize bench profile notebooks"}
 mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
@@ -30,12 +30,12 @@ run_stage() {  # name, command...
   [[ " $STAGES " == *" $name "* ]] || return 0
   echo "=== [$name] $(date -u +%H:%M:%S) $*"
   local t0=$(date +%s)
-  "$@" >"$OUTDIR/$name.log" 2>&1
-  local rc=$?
+  "$@" 2>&1 | tee "$OUTDIR/$name.log" >/dev/null
+  local rc=${PIPESTATUS[0]}
   SECONDS_TAKEN[$name]=$(( $(date +%s) - t0 ))
   STATUS[$name]=$rc
   echo "=== [$name] exit $rc after ${SECONDS_TAKEN[$name]}s"
-  tail -n 25 "$OUTDIR/$name.log"
+  tail -n "${TAIL_LINES:-15}" "$OUTDIR/$name.log"
 }
 
 stage_build() {
@@ -45,8 +45,15 @@ stage_build() {
   $PY -c "import pykernels; print(pykernels.build_info()); [print(' ', n, s.available, s.reason) for n, s in pykernels.available_backends().items()]"
 }
 
+stage_native() {
+  # The standalone CMake build of csrc/ (no torch) and its native test program.
+  cmake -S . -B build/cmake -DPYKERNELS_CUDA_ARCHS="${NATIVE_ARCHS:-90a}" >/dev/null || return 1
+  cmake --build build/cmake -j "${MAX_JOBS:-16}" || return 1
+  ./build/cmake/native_test
+}
+
 stage_test() {
-  $PY -m pytest -n 4 -q -p no:cacheprovider --junitxml="$OUTDIR/junit.xml" tests
+  $PY -m pytest -n "${TEST_WORKERS:-8}" -q -p no:cacheprovider --junitxml="$OUTDIR/junit.xml" ${TEST_ARGS:-tests}
 }
 
 stage_sanitize() {
@@ -72,6 +79,7 @@ stage_notebooks() {
 }
 
 run_stage build stage_build
+run_stage native stage_native
 run_stage test stage_test
 run_stage sanitize stage_sanitize
 run_stage bench stage_bench
