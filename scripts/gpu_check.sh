@@ -70,11 +70,18 @@ stage_bench() {
   # One long results table (OUTDIR/bench/bench.jsonl); providers split so that a
   # slow compile (FlexAttention) cannot starve the others of the time limit.
   local rc=0
-  timeout 300 $PY -m profiling.bench --ops rope --results "$OUTDIR/bench" --max-seconds 240 || rc=1
-  timeout 400 $PY -m profiling.bench --ops attention --quick --providers pykernels 'sdpa:*' naive \
-    --results "$OUTDIR/bench" --max-seconds 330 ${BENCH_ARGS:-} || rc=1
-  timeout 400 $PY -m profiling.bench --ops attention --quick --providers flex \
-    --results "$OUTDIR/bench" --max-seconds 330 ${BENCH_ARGS:-} || rc=1
+  local cap=${BENCH_SECONDS:-300}  # per group: rope, attention, FlexAttention
+  if [[ " ${BENCH_GROUPS:-rope attention flex} " == *" rope "* ]]; then
+    timeout $((cap + 60)) $PY -m profiling.bench --ops rope --results "$OUTDIR/bench" --max-seconds "$cap" || rc=1
+  fi
+  if [[ " ${BENCH_GROUPS:-rope attention flex} " == *" attention "* ]]; then
+    timeout $((cap + 60)) $PY -m profiling.bench --ops attention --quick --providers pykernels 'sdpa:*' naive \
+      --results "$OUTDIR/bench" --max-seconds "$cap" ${BENCH_ARGS:-} || rc=1
+  fi
+  if [[ " ${BENCH_GROUPS:-rope attention flex} " == *" flex "* ]]; then
+    timeout $((cap + 60)) $PY -m profiling.bench --ops attention --quick --providers flex \
+      --results "$OUTDIR/bench" --max-seconds "$cap" ${BENCH_ARGS:-} || rc=1
+  fi
   $PY -m profiling.charts "$OUTDIR/bench/bench.jsonl" --out "$OUTDIR/bench" || rc=1
   return $rc
 }
@@ -83,9 +90,10 @@ stage_profile() {
   # The main job, 2K..64K; split by implementation so a sticky CUDA error in
   # one backend cannot spoil the rest, then one report over all rows.
   local rc=0
-  timeout 280 $PY -m profiling.memory --impls naive sdpa pykernels:cuda --results "$OUTDIR/memory" --max-seconds 220 ${PROFILE_ARGS:-} || rc=1
-  timeout 280 $PY -m profiling.memory --impls pykernels:cupy pykernels:torch --results "$OUTDIR/memory" --max-seconds 220 ${PROFILE_ARGS:-} || rc=1
-  timeout 200 $PY -m profiling.memory --impls pykernels:numba --results "$OUTDIR/memory" --max-seconds 150 ${PROFILE_ARGS:-} || rc=1
+  local cap=${PROFILE_SECONDS:-220}  # per group
+  timeout $((cap + 60)) $PY -m profiling.memory --impls naive sdpa pykernels:cuda --results "$OUTDIR/memory" --max-seconds "$cap" ${PROFILE_ARGS:-} || rc=1
+  timeout $((cap + 60)) $PY -m profiling.memory --impls pykernels:cupy pykernels:torch --results "$OUTDIR/memory" --max-seconds "$cap" ${PROFILE_ARGS:-} || rc=1
+  timeout $((cap + 60)) $PY -m profiling.memory --impls pykernels:numba --results "$OUTDIR/memory" --max-seconds "$((cap / 2))" ${PROFILE_ARGS:-} || rc=1
   $PY -m profiling.memory --results "$OUTDIR/memory" --report-only || rc=1
   return $rc
 }

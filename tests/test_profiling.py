@@ -1,6 +1,9 @@
 """The profiling package on CPU: profiler end to end, OOM rows, the analytic model,
 FLOP and byte counting, the benchmark table's schema, charts and the regression check."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from pykernels.masks import MaskSpec
 from pykernels.reference import attention_ref
 
 GiB, TiB = 2 ** 30, 2 ** 40
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV_COLUMNS = ("gpu", "torch", "cuda", "commit", "date")
 
 
@@ -23,9 +27,17 @@ def _profile(tmp_path, *extra):
     return out, read_table(out / "memory.jsonl")
 
 
-def test_profiler_cpu_end_to_end(tmp_path, capsys):
-    out, rows = _profile(tmp_path)
-    first_line = capsys.readouterr().out.splitlines()[0]
+def test_profiler_cpu_end_to_end(tmp_path):
+    # As a user runs it: a fresh interpreter, so the process's resident-set peak
+    # reflects this run alone (an in-process run reuses pages earlier tests freed).
+    out = tmp_path / "mem"
+    cmd = [sys.executable, "-m", "profiling.memory", "--device", "cpu", "--seqlens", "128", "256", "--heads", "2",
+           "--head-dim", "32", "--variants", "causal", "alibi", "--results", str(out)]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = read_table(out / "memory.jsonl")
+    first_line = proc.stdout.splitlines()[0]
     assert "CPU mode" in first_line and "torch backend" in first_line and "H=2" in first_line
     for name in ("memory.jsonl", "memory.csv", "summary.md", "memory_fwd.png", "memory_full.png",
                  "time_fwd.png", "time_full.png"):

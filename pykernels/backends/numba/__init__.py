@@ -17,6 +17,23 @@ def simulator() -> bool:
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
 
+def _numpy_compat() -> None:
+    """Let numba-cuda 0.30 import under NumPy >= 2.5.
+
+    numba-cuda registers an overload for ``np.row_stack``, which NumPy 2.5
+    removed; it was only ever an alias of ``np.vstack``, so restore the alias
+    when it is missing (seen on the GPU image: numpy 2.5.2).
+    """
+    import numpy as np
+
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
+# Before any numba.cuda import, here or in this package's op modules.
+_numpy_compat()
+
+
 def availability():
     try:
         from numba import cuda
