@@ -67,5 +67,39 @@ __device__ __forceinline__ bool key_tile_is_full(const Mask& m, int row_lo, int 
   return in_band || in_sink;
 }
 
+// The inverse, for the backward: which query tiles can see key tile
+// [col_lo, col_lo + kBlockN). Key j is visible to positions p with
+//   j - right <= p <= j + left          (the band), or
+//   p >= j (causal) / any p             (when j is a sink key, j < n_sink),
+// so the tile is seen by positions [col_lo - right, col_hi - 1 + left] and,
+// when it holds sink keys, by every position from col_lo (causal) or 0 on.
+// The union is returned as one range of query tiles: where the band and the
+// sink rows do not touch, the gap is visited and masked (only a negative
+// window side can make one).
+template <int kBlockM>
+struct QueryTileRange {
+  int lo;  // first query tile
+  int hi;  // one past the last (hi <= lo: no query sees this key tile)
+
+  __device__ __forceinline__ static QueryTileRange make(const Mask& m, int col_lo, int col_hi, int seqlen_q) {
+    col_hi = min(col_hi, m.seqlen_k);
+    // Rows are positions minus offset; an unbounded side admits every row.
+    int row_lo = (m.right == kUnbounded) ? 0 : max(0, col_lo - m.right - m.offset);  // causal: right <= 0
+    int row_hi = (m.left == kUnbounded) ? seqlen_q : min(seqlen_q, col_hi + m.left - m.offset);
+    row_hi = max(row_lo, row_hi);
+    if (col_lo < min(m.sink, m.seqlen_k)) {  // sink keys: every later row sees them
+      const int sink_row_lo = m.causal ? max(0, col_lo - m.offset) : 0;
+      if (sink_row_lo < seqlen_q) {
+        row_lo = (row_hi > row_lo) ? min(row_lo, sink_row_lo) : sink_row_lo;
+        row_hi = seqlen_q;
+      }
+    }
+    QueryTileRange r;
+    r.lo = row_lo / kBlockM;
+    r.hi = (row_hi > row_lo) ? (row_hi + kBlockM - 1) / kBlockM : r.lo;
+    return r;
+  }
+};
+
 }  // namespace attention
 }  // namespace pykernels

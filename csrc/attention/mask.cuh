@@ -74,5 +74,24 @@ __device__ __forceinline__ void apply_mask(float (&S)[kMFrags][kNTiles][4], cons
     }
 }
 
+// The backward's layout: the same mask on a transposed tile, rows = keys and
+// columns = queries. S[nf][j][e] is key  key0 + 16 nf + 8 (e / 2)  and query
+// q0 + 8 j + (e % 2)  (key0 includes g, q0 includes 2 t). Only boundary tiles
+// reach it, so it tests each element with the plain predicate.
+template <int kNFrags, int kMTiles>
+__device__ __forceinline__ void apply_mask_transposed(float (&S)[kNFrags][kMTiles][4], const Mask& m, int key0,
+                                                      int q0) {
+#pragma unroll
+  for (int nf = 0; nf < kNFrags; ++nf)
+#pragma unroll
+    for (int j = 0; j < kMTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (!m.visible(q0 + 8 * j + (e & 1), key0 + 16 * nf + 8 * (e >> 1))) {
+          S[nf][j][e] = -__int_as_float(0x7f800000);
+        }
+      }
+}
+
 }  // namespace attention
 }  // namespace pykernels

@@ -58,12 +58,16 @@ def availability():
 def supports(op, device, dtype, head_dim):
     if device.type != "cuda":
         return f"it needs CUDA tensors, got tensors on {device}"
+    if op == "rope":
+        return None if dtype in (*_HALF, torch.float32) else f"rope takes float16, bfloat16 or float32, got {dtype}"
     if dtype not in _HALF:
         return f"it takes float16 or bfloat16, got {dtype}"
     if op in ("attention_fwd",):
         from . import attention
 
         return attention.supports(dtype, head_dim)
-    if op == "rope":
-        return None
+    if op == "attention_bwd":
+        from . import attention
+
+        return attention.supports_backward(dtype, head_dim)
     return f"{op} has no CUDA C++ kernel yet"

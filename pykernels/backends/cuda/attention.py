@@ -1,10 +1,11 @@
-"""Attention forward on the CUDA C++ extension (csrc/attention, FlashAttention-2 style).
+"""Attention forward and backward on the CUDA C++ extension (csrc/attention, FlashAttention-2 style).
 
 ``forward`` prepares the inputs that the kernel assumes (16-byte aligned rows,
 strides in multiples of 8 elements, float32 sink logits and ALiBi slopes),
 normalises the mask numbers, allocates the outputs through
 ``pykernels._debug.new_output`` and calls ``pykernels._C.attention_fwd``.
 The CuPy backend shares :func:`prepare` and launches the same kernel.
+``backward`` calls ``pykernels._C.attention_bwd`` (csrc/attention/flash_bwd*).
 """
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from ..._debug import new_output
 
 # Head dims with a tile shape in csrc/attention/kernel_traits.cuh.
 SUPPORTED_HEAD_DIMS = (32, 64, 96, 128, 256)
+# The backward keeps dK and dV for 16 whole key rows per warp in registers:
+# at d = 256 that alone is 256 fp32 registers per thread (flash_bwd_kernel.cuh).
+SUPPORTED_BWD_HEAD_DIMS = (32, 64, 96, 128)
+# Query rows of the backward's lse/delta scratch are padded to this
+# (kBwdRowPad in csrc/attention/flash_bwd.h).
+BWD_ROW_PAD = 128
 _HALF = (torch.float16, torch.bfloat16)
 UNBOUNDED = -1
 
@@ -27,6 +34,16 @@ def supports(dtype: torch.dtype, head_dim: int) -> Optional[str]:
         return f"it takes float16 or bfloat16, got {dtype}"
     if head_dim not in SUPPORTED_HEAD_DIMS:
         return f"head_dim must be one of {SUPPORTED_HEAD_DIMS}, got {head_dim}"
+    return None
+
+
+def supports_backward(dtype: torch.dtype, head_dim: int) -> Optional[str]:
+    """None when the backward kernels can run these inputs, else why not."""
+    if dtype not in _HALF:
+        return f"it takes float16 or bfloat16, got {dtype}"
+    if head_dim not in SUPPORTED_BWD_HEAD_DIMS:
+        return (f"the backward kernel supports head_dim {SUPPORTED_BWD_HEAD_DIMS}, got {head_dim} "
+                "(d = 256 would need dK/dV split across warps)")
     return None
 
 
@@ -125,3 +142,49 @@ def forward(q, k, v, *, softmax_scale, causal, window_left, window_right, sink_t
     out, lse = new_outputs(q)
     return _C.attention_fwd(p.q, p.k, p.v, out, lse, p.sink_logits, p.alibi_slopes, p.softmax_scale, p.causal,
                             p.window_left, p.window_right, p.sink_tokens, p.q_offset)
+
+
+def backward(dout, dlse, q, k, v, out, lse, *, softmax_scale, causal, window_left, window_right, sink_tokens,
+             sink_logits, alibi_slopes, q_offset, deterministic=False):
+    """``(dq, dk, dv, dsink)`` of flash attention; see ``pykernels.ops.attention``.
+
+    ``deterministic=False`` accumulates dQ with fp32 atomics from the dK/dV
+    kernel; ``True`` runs a separate dQ kernel instead, so that every gradient
+    is bitwise reproducible. dK and dV are reduced over a GQA group inside one
+    CTA in a fixed order either way, and dsink is a torch reduction of delta.
+    """
+    from . import load_extension
+
+    _C = load_extension()
+    b, sq, hq, d = q.shape
+    why = supports_backward(q.dtype, d)
+    if why is not None:
+        raise ValueError(f"q: {why}")
+    p = prepare(q, k, v, softmax_scale=softmax_scale, causal=causal, window_left=window_left,
+                window_right=window_right, sink_tokens=sink_tokens, sink_logits=sink_logits,
+                alibi_slopes=alibi_slopes, q_offset=q_offset)
+    if dout.dtype != q.dtype:
+        dout = dout.to(q.dtype)
+    dout, out = _kernel_ready(dout), _kernel_ready(out)
+    lse = lse.to(torch.float32).contiguous()
+    dlse = None if dlse is None else dlse.to(device=q.device, dtype=torch.float32).contiguous()
+
+    dq = new_output(q.shape, q.dtype, q.device)
+    dk = new_output(k.shape, k.dtype, k.device)
+    dv = new_output(v.shape, v.dtype, v.device)
+    sq_pad = -(-sq // BWD_ROW_PAD) * BWD_ROW_PAD
+    lse_log2 = torch.empty(b, hq, sq_pad, dtype=torch.float32, device=q.device)
+    delta = torch.empty(b, hq, sq_pad, dtype=torch.float32, device=q.device)
+    dq_accum = None if deterministic else torch.zeros(b, sq, hq, d, dtype=torch.float32, device=q.device)
+    _C.attention_bwd(dout, p.q, p.k, p.v, out, lse, dlse, dq, dk, dv, dq_accum, lse_log2, delta, p.alibi_slopes,
+                     p.softmax_scale, p.causal, p.window_left, p.window_right, p.sink_tokens, p.q_offset)
+
+    if p.sink_logits is not None:
+        # d lse_i / d sink_h = exp(sink_h - lse_i), and lse carries -delta_i:
+        # dsink_h = -sum_{b,i} exp(sink_h - lse_i) delta_i (torch sums in a fixed order).
+        p_sink = torch.exp(p.sink_logits.view(1, hq, 1) - lse)
+        dsink = -(p_sink * delta[:, :, :sq]).sum(dim=(0, 2))
+        dsink = dsink.to(sink_logits.dtype)
+    else:
+        dsink = torch.zeros(hq, dtype=torch.float32, device=q.device)
+    return dq, dk, dv, dsink

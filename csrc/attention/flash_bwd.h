@@ -1,0 +1,62 @@
+// The attention backward: its parameter block and host entry point.
+//
+// The parameter block extends the forward's (same q, k, v, out, lse, mask
+// and ALiBi fields, read instead of written) with dO, the gradients and the
+// fp32 scratch the caller allocates. The struct part is device-safe (NVRTC
+// can include it later, for the CuPy backend); the host declarations are not.
+#pragma once
+
+#include "attention/params.h"
+
+namespace pykernels {
+namespace attention {
+
+// Query rows are padded to this many in the lse/delta scratch, a multiple of
+// every backward kBlockM, so a query tile copies them with whole 16-byte
+// chunks and never reads past the end.
+constexpr int kBwdRowPad = 128;
+
+struct FlashBwdParams : FlashFwdParams {
+  const void* dout;        // (B, Sq, Hq, D), strides below
+  const float* dlse;       // (B, Hq, Sq) contiguous, or nullptr (no gradient into lse)
+  float* lse_log2;         // scratch (B, Hq, seqlen_q_pad): lse * log2(e); +inf where lse = -inf or past Sq
+  float* delta;            // scratch (B, Hq, seqlen_q_pad): rowsum(dO * O) - dlse; 0 past Sq
+  float* dq_accum;         // (B, Sq, Hq, D) fp32 contiguous, zeroed; nullptr = deterministic dq kernel
+  void* dq;                // (B, Sq, Hq, D)
+  void* dk;                // (B, Sk, Hkv, D)
+  void* dv;                // (B, Sk, Hkv, D)
+
+  index_t do_batch_stride, do_row_stride, do_head_stride;
+  index_t dq_batch_stride, dq_row_stride, dq_head_stride;
+  index_t dk_batch_stride, dk_row_stride, dk_head_stride;
+  index_t dv_batch_stride, dv_row_stride, dv_head_stride;
+
+  int seqlen_q_pad;  // Sq rounded up to kBwdRowPad
+};
+
+}  // namespace attention
+}  // namespace pykernels
+
+#ifndef __CUDACC_RTC__
+#include <cuda_runtime.h>
+
+namespace pykernels {
+namespace attention {
+
+// True when the backward kernels have a tile shape for this head dim.
+bool flash_bwd_supports_head_dim(int head_dim);
+
+// Launch the whole backward on `stream`: delta and lse in log2 units, dK/dV
+// (with dQ by fp32 atomics when dq_accum is set, else a separate dQ kernel),
+// then dQ's conversion. Returns cudaErrorInvalidValue for an unsupported head
+// dim, else the first launch error.
+cudaError_t run_flash_bwd(const FlashBwdParams& params, bool is_bf16, cudaStream_t stream);
+
+// One (head dim, dtype); defined in flash_bwd_launch.cuh, instantiated by
+// instantiations/flash_bwd_*.cu.
+template <int kHeadDim, bool kIsBf16>
+cudaError_t run_flash_bwd_(const FlashBwdParams& params, cudaStream_t stream);
+
+}  // namespace attention
+}  // namespace pykernels
+#endif  // __CUDACC_RTC__

@@ -1,0 +1,66 @@
+// Launching the backward for one (head dim, dtype): preprocess, dK/dV (with
+// dQ atomics or the deterministic dQ kernel), dQ conversion. Host code: nvcc
+// only. Causal, windows, sinks and ALiBi are runtime values here (ALiBi is a
+// warp-uniform branch), so each (head dim, dtype) is three or four kernels.
+#pragma once
+
+#ifndef __CUDACC_RTC__
+#include <cuda_runtime.h>
+
+#include "attention/flash_bwd.h"
+#include "attention/flash_bwd_kernel.cuh"
+
+namespace pykernels {
+namespace attention {
+
+template <class Kernel>
+cudaError_t allow_smem(Kernel kernel, int bytes) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+
+template <int kHeadDim, bool kIsBf16>
+cudaError_t run_flash_bwd_(const FlashBwdParams& params, cudaStream_t stream) {
+  using Tr = typename BwdTileShape<kHeadDim>::type;
+  using TrDq = typename DqTileShape<kHeadDim>::type;
+  if (params.batch == 0 || params.heads_q == 0) return cudaSuccess;
+  cudaError_t err = cudaSuccess;
+
+  // With Sq = 0 only dK/dV run (and write zeros); with Sk = 0 only dQ (zeros).
+  const long long stat_rows = static_cast<long long>(params.batch) * params.heads_q * params.seqlen_q_pad;
+  if (stat_rows > 0) {
+    const unsigned pre_blocks = static_cast<unsigned>((stat_rows + kPreprocessWarps - 1) / kPreprocessWarps);
+    flash_bwd_preprocess_kernel<kIsBf16><<<pre_blocks, 32 * kPreprocessWarps, 0, stream>>>(params);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  }
+
+  const int n_blocks = (params.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN;
+  if (n_blocks > 0) {
+    auto kernel = flash_bwd_dkdv_kernel<kHeadDim, kIsBf16>;
+    if ((err = allow_smem(kernel, Tr::kSmemBytes)) != cudaSuccess) return err;
+    const dim3 grid(static_cast<unsigned>(params.batch) * params.heads_kv, n_blocks);
+    kernel<<<grid, Tr::kNThreads, Tr::kSmemBytes, stream>>>(params);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  }
+
+  if (params.dq_accum != nullptr) {
+    constexpr int kThreads = 256;
+    const long long pairs = static_cast<long long>(params.batch) * params.seqlen_q * params.heads_q * (kHeadDim / 2);
+    if (pairs == 0) return cudaSuccess;
+    const unsigned blocks = static_cast<unsigned>((pairs + kThreads - 1) / kThreads);
+    flash_bwd_convert_dq_kernel<kIsBf16><<<blocks, kThreads, 0, stream>>>(params);
+    return cudaGetLastError();
+  }
+  constexpr int kDqSmem = 2 * 2 * (TrDq::kSmemQ + TrDq::kSmemK);  // Q, dO, K, V
+  auto kernel = flash_bwd_dq_kernel<kHeadDim, kIsBf16>;
+  if ((err = allow_smem(kernel, kDqSmem)) != cudaSuccess) return err;
+  const int m_blocks = (params.seqlen_q + TrDq::kBlockM - 1) / TrDq::kBlockM;
+  if (m_blocks == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(params.batch) * params.heads_q, m_blocks);
+  kernel<<<grid, TrDq::kNThreads, kDqSmem, stream>>>(params);
+  return cudaGetLastError();
+}
+
+}  // namespace attention
+}  // namespace pykernels
+#endif  // __CUDACC_RTC__
