@@ -17,7 +17,7 @@ import pykernels
 from pykernels.backends import op_module
 from pykernels.reference import attention_ref
 
-from helpers import assert_within_2x, max_err
+from helpers import assert_within_2x
 
 pytestmark = pytest.mark.gpu
 
