@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "attention/flash_bwd.h"
 #include "attention/flash_fwd.h"
 #include "bindings/bindings.h"
 
@@ -107,6 +108,107 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd(const at::Tensor& q, const at::
   return {out, lse};
 }
 
+void check_f32(const at::Tensor& t, const char* name, const at::Tensor& q, at::IntArrayRef shape) {
+  TORCH_CHECK(t.is_cuda() && t.device() == q.device(), name, ": expected a tensor on ", q.device());
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous(), name, ": expected a contiguous float32 tensor");
+  TORCH_CHECK(t.sizes() == shape, name, ": expected shape ", shape, ", got ", t.sizes());
+}
+
+// Gradients into preallocated dq, dk, dv; lse_log2 and delta are scratch of
+// (B, Hq, Sq rounded up to kBwdRowPad) that the caller keeps (delta feeds the
+// sink-logit gradient). dq_accum: a zeroed fp32 (B, Sq, Hq, D) for the atomic
+// dQ path, or None for the deterministic dQ kernel.
+void attention_bwd(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                   const at::Tensor& out, const at::Tensor& lse, const c10::optional<at::Tensor>& dlse,
+                   at::Tensor dq, at::Tensor dk, at::Tensor dv, const c10::optional<at::Tensor>& dq_accum,
+                   at::Tensor lse_log2, at::Tensor delta, const c10::optional<at::Tensor>& alibi_slopes,
+                   double softmax_scale, bool causal, int64_t window_left, int64_t window_right,
+                   int64_t sink_tokens, int64_t q_offset) {
+  TORCH_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16,
+              "q: expected float16 or bfloat16, got ", q.scalar_type());
+  check_qkv(q, "q", q);
+  check_qkv(k, "k", q);
+  check_qkv(v, "v", q);
+  check_qkv(out, "out", q);
+  check_qkv(dout, "dout", q);
+  check_qkv(dq, "dq", q);
+  check_qkv(dk, "dk", q);
+  check_qkv(dv, "dv", q);
+  const int64_t batch = q.size(0), seqlen_q = q.size(1), heads_q = q.size(2), head_dim = q.size(3);
+  const int64_t seqlen_k = k.size(1), heads_kv = k.size(2);
+  TORCH_CHECK(attention::flash_bwd_supports_head_dim(static_cast<int>(head_dim)),
+              "head_dim: expected one of 32, 64, 96, 128, got ", head_dim);
+  TORCH_CHECK(k.size(0) == batch && k.size(3) == head_dim && v.sizes() == k.sizes(),
+              "k, v: expected shape (", batch, ", Sk, Hkv, ", head_dim, "), got ", k.sizes(), " and ", v.sizes());
+  TORCH_CHECK(heads_kv > 0 && heads_q % heads_kv == 0, "k: expected Hq % Hkv == 0, got Hq=", heads_q,
+              " Hkv=", heads_kv);
+  TORCH_CHECK(out.sizes() == q.sizes() && dout.sizes() == q.sizes() && dq.sizes() == q.sizes(),
+              "out, dout, dq: expected shape ", q.sizes());
+  TORCH_CHECK(dk.sizes() == k.sizes() && dv.sizes() == k.sizes(), "dk, dv: expected shape ", k.sizes());
+  check_f32(lse, "lse", q, {batch, heads_q, seqlen_q});
+  if (dlse) check_f32(*dlse, "dlse", q, {batch, heads_q, seqlen_q});
+  const int64_t pad = attention::kBwdRowPad;
+  const int64_t seqlen_q_pad = (seqlen_q + pad - 1) / pad * pad;
+  check_f32(lse_log2, "lse_log2", q, {batch, heads_q, seqlen_q_pad});
+  check_f32(delta, "delta", q, {batch, heads_q, seqlen_q_pad});
+  if (dq_accum) check_f32(*dq_accum, "dq_accum", q, q.sizes());
+  check_param(alibi_slopes, "alibi_slopes", q);
+  if (alibi_slopes) {
+    TORCH_CHECK(alibi_slopes->numel() == heads_q || alibi_slopes->numel() == batch * heads_q,
+                "alibi_slopes: expected shape (Hq,) or (B, Hq), got ", alibi_slopes->sizes());
+  }
+  constexpr int64_t kIntMax = 2147483647;
+  TORCH_CHECK(seqlen_q_pad < kIntMax && seqlen_k < kIntMax && batch * heads_q < kIntMax,
+              "sequence lengths and B * Hq must fit in 32 bits");
+
+  attention::FlashBwdParams p{};
+  p.q = q.data_ptr();
+  p.k = k.data_ptr();
+  p.v = v.data_ptr();
+  p.out = const_cast<void*>(out.data_ptr());  // read only in the backward
+  p.lse = const_cast<float*>(lse.data_ptr<float>());
+  p.sink_logits = nullptr;  // enters only through lse; its gradient is a reduction of delta
+  p.alibi_slopes = alibi_slopes ? alibi_slopes->data_ptr<float>() : nullptr;
+  p.q_batch_stride = q.stride(0), p.q_row_stride = q.stride(1), p.q_head_stride = q.stride(2);
+  p.k_batch_stride = k.stride(0), p.k_row_stride = k.stride(1), p.k_head_stride = k.stride(2);
+  p.v_batch_stride = v.stride(0), p.v_row_stride = v.stride(1), p.v_head_stride = v.stride(2);
+  p.o_batch_stride = out.stride(0), p.o_row_stride = out.stride(1), p.o_head_stride = out.stride(2);
+  p.alibi_batch_stride = (alibi_slopes && alibi_slopes->numel() == batch * heads_q) ? heads_q : 0;
+  p.batch = static_cast<int>(batch);
+  p.seqlen_q = static_cast<int>(seqlen_q);
+  p.seqlen_k = static_cast<int>(seqlen_k);
+  p.heads_q = static_cast<int>(heads_q);
+  p.heads_kv = static_cast<int>(heads_kv);
+  p.head_dim = static_cast<int>(head_dim);
+  p.q_offset = static_cast<int>(q_offset);
+  p.window_left = static_cast<int>(window_left);
+  p.window_right = static_cast<int>(window_right);
+  p.sink_tokens = static_cast<int>(sink_tokens);
+  p.causal = causal ? 1 : 0;
+  p.softmax_scale = static_cast<float>(softmax_scale);
+  p.softmax_scale_log2 = static_cast<float>(softmax_scale * 1.4426950408889634);  // times log2(e)
+
+  p.dout = dout.data_ptr();
+  p.dlse = dlse ? dlse->data_ptr<float>() : nullptr;
+  p.lse_log2 = lse_log2.data_ptr<float>();
+  p.delta = delta.data_ptr<float>();
+  p.dq_accum = dq_accum ? dq_accum->data_ptr<float>() : nullptr;
+  p.dq = dq.data_ptr();
+  p.dk = dk.data_ptr();
+  p.dv = dv.data_ptr();
+  p.do_batch_stride = dout.stride(0), p.do_row_stride = dout.stride(1), p.do_head_stride = dout.stride(2);
+  p.dq_batch_stride = dq.stride(0), p.dq_row_stride = dq.stride(1), p.dq_head_stride = dq.stride(2);
+  p.dk_batch_stride = dk.stride(0), p.dk_row_stride = dk.stride(1), p.dk_head_stride = dk.stride(2);
+  p.dv_batch_stride = dv.stride(0), p.dv_row_stride = dv.stride(1), p.dv_head_stride = dv.stride(2);
+  p.seqlen_q_pad = static_cast<int>(seqlen_q_pad);
+
+  if (batch == 0 || heads_q == 0 || (seqlen_q == 0 && seqlen_k == 0)) return;
+  const c10::cuda::CUDAGuard guard(q.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  const cudaError_t err = attention::run_flash_bwd(p, q.scalar_type() == at::kBFloat16, stream);
+  TORCH_CHECK(err == cudaSuccess, "pykernels attention_bwd: launch failed: ", cudaGetErrorString(err));
+}
+
 }  // namespace
 
 void register_attention(pybind11::module_& m) {
@@ -116,6 +218,16 @@ void register_attention(pybind11::module_& m) {
         pybind11::arg("sink_logits"), pybind11::arg("alibi_slopes"), pybind11::arg("softmax_scale"),
         pybind11::arg("causal"), pybind11::arg("window_left"), pybind11::arg("window_right"),
         pybind11::arg("sink_tokens"), pybind11::arg("q_offset"));
+  m.def("attention_bwd", &attention_bwd,
+        "Flash attention backward into preallocated dq, dk, dv; fills the lse_log2 and delta scratch",
+        pybind11::arg("dout"), pybind11::arg("q"), pybind11::arg("k"), pybind11::arg("v"), pybind11::arg("out"),
+        pybind11::arg("lse"), pybind11::arg("dlse"), pybind11::arg("dq"), pybind11::arg("dk"), pybind11::arg("dv"),
+        pybind11::arg("dq_accum"), pybind11::arg("lse_log2"), pybind11::arg("delta"),
+        pybind11::arg("alibi_slopes"), pybind11::arg("softmax_scale"), pybind11::arg("causal"),
+        pybind11::arg("window_left"), pybind11::arg("window_right"), pybind11::arg("sink_tokens"),
+        pybind11::arg("q_offset"));
+  m.def("attention_bwd_supports_head_dim", &attention::flash_bwd_supports_head_dim,
+        "Whether the CUDA backward kernels have a tile shape for this head dim");
   m.def("attention_fwd_supports_head_dim", &attention::flash_fwd_supports_head_dim,
         "Whether the CUDA forward kernel has a tile shape for this head dim");
 }
