@@ -64,9 +64,10 @@ def write_memory_summary(rows: List[dict], out_dir: Path, pngs: Sequence[Path], 
                   "warm call, including any dense mask or bias the implementation needs; time = median of warm "
                   "calls, mask building included"]
     lines += [f"- note: {n}" for n in notes]
-    for r in rows:
-        if r.get("status") == "skipped":
-            lines.append(f"- skipped {r['impl']}: {r.get('reason')}")
+    # One line per (implementation, reason): a backend that cannot run a mode is
+    # skipped at every point of the sweep for the same reason.
+    skipped = dict.fromkeys((r["impl"], r.get("reason")) for r in rows if r.get("status") == "skipped")
+    lines += [f"- skipped {impl}: {reason}" for impl, reason in skipped]
     impls = list(dict.fromkeys(r["impl"] for r in measured))
     seqlens = sorted({r["seqlen"] for r in measured})
     for mode in dict.fromkeys(r["mode"] for r in measured):
