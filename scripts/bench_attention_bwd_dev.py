@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 
 import torch
 
 import pykernels
+from profiling.common import git_commit
 from pykernels.backends import op_module
 
 from bench_attention_dev import VARIANTS, time_fn, useful_flops
@@ -87,10 +87,7 @@ def main():
     s = args.seqlen
     dev = torch.device("cuda")
     gpu = torch.cuda.get_device_name()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = git_commit()  # honours PYKERNELS_COMMIT on a copied tree without .git
     rows = []
     keys = []
     for d in (int(x) for x in args.head_dims.split(",")):

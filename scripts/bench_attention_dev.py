@@ -20,11 +20,11 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 
 import torch
 
 import pykernels
+from profiling.common import git_commit
 from pykernels.masks import MaskSpec
 
 VARIANTS = {
@@ -120,10 +120,7 @@ def main():
     b, h = max(1, 16384 // s), 2048 // d
     dev = torch.device("cuda")
     gpu = torch.cuda.get_device_name()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = git_commit()  # honours PYKERNELS_COMMIT on a copied tree without .git
     rows = []
     for variant in args.variants.split(","):
         causal, window, sinks, alibi = VARIANTS[variant]

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -43,6 +42,7 @@ sys.path.insert(0, ROOT)
 
 import pykernels  # noqa: E402
 from pykernels import backends, rope  # noqa: E402
+from profiling.common import git_commit  # noqa: E402
 
 SIZES = [(8, 4096, 32, 128), (1, 32768, 32, 128)]
 COPY_TARGET = 0.90
@@ -144,14 +144,6 @@ def providers(q, k, emb, cos, sin, device):
                 qi, cos, sin, inplace=True, k=ki, backend=n))(name)
     assert half == cos.shape[1]
     return out
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                                       stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
