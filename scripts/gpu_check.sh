@@ -4,6 +4,7 @@
 #
 #   bash scripts/gpu_check.sh [OUTDIR]                 # every stage
 #   STAGES="build test" bash scripts/gpu_check.sh OUT  # a subset
+#   BENCH_GROUPS="rope attention flex pytest"           # bench groups (pytest = benchmarks/)
 #
 # Stages: build native test sanitize bench profile notebooks. Each stage logs to
 # OUTDIR/<stage>.log and a failed stage does not stop the next one; the exit
@@ -83,6 +84,11 @@ stage_bench() {
   if [[ " ${BENCH_GROUPS:-rope attention flex} " == *" flex "* ]]; then
     timeout $((cap + 60)) $PY -m profiling.bench --ops attention --quick --providers flex \
       --results "$OUTDIR/bench" --max-seconds "$cap" ${BENCH_ARGS:-} || rc=1
+  fi
+  if [[ " ${BENCH_GROUPS:-rope attention flex} " == *" pytest "* ]]; then
+    # The pytest-benchmark suite (benchmarks/): every op and backend, synchronised inside the timed call.
+    timeout $((cap + 60)) $PY -m pytest -q -p no:cacheprovider benchmarks \
+      --benchmark-json "$OUTDIR/bench/pytest_benchmark.json" || rc=1
   fi
   $PY -m profiling.charts "$OUTDIR/bench/bench.jsonl" --out "$OUTDIR/bench" || rc=1
   return $rc
