@@ -18,6 +18,10 @@ import torch
 ATTN_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 PARAM_DTYPES = (torch.float32, torch.float64)
 BACKEND_NAMES = ("cuda", "cupy", "numba", "torch")
+# The kernels take window sides and sink counts as 32-bit ints.
+INT32_MAX = 2 ** 31 - 1
+# Devices the ops are registered for ("meta" for shape-only tracing).
+DEVICE_TYPES = ("cpu", "cuda", "meta")
 
 
 def fail(exc: type, arg: str, expected: str, got) -> None:
@@ -47,6 +51,8 @@ def check_int(x, arg: str, minimum: Optional[int] = None) -> None:
         fail(TypeError, arg, "an int", f"{type(x).__name__} {x!r}")
     if minimum is not None and x < minimum:
         fail(ValueError, arg, f"an int >= {minimum}", x)
+    if x > INT32_MAX:
+        fail(ValueError, arg, f"an int <= {INT32_MAX}", x)
 
 
 def check_backend(backend) -> None:
@@ -65,8 +71,8 @@ def check_window(window_size) -> Tuple[int, int]:
     for side, val in (("left", left), ("right", right)):
         if isinstance(val, bool) or not isinstance(val, int):
             fail(TypeError, f"window_size[{side}]", "an int (-1 for unbounded)", f"{type(val).__name__} {val!r}")
-        if val < -1:
-            fail(ValueError, f"window_size[{side}]", "an int >= 0, or -1 for unbounded", val)
+        if val < -1 or val > INT32_MAX:
+            fail(ValueError, f"window_size[{side}]", f"an int in [0, {INT32_MAX}], or -1 for unbounded", val)
     return int(left), int(right)
 
 
@@ -93,6 +99,8 @@ def check_attention(
         check_tensor(x, arg, ndim=4, dtypes=ATTN_DTYPES)
     if k.dtype != q.dtype or v.dtype != q.dtype:
         fail(TypeError, f"{nk}/{nv}", f"the dtype of {nq} ({q.dtype})", f"{k.dtype} and {v.dtype}")
+    if q.device.type not in DEVICE_TYPES:
+        fail(ValueError, nq, "a CPU or CUDA tensor", f"a tensor on {q.device}")
     if k.device != q.device or v.device != q.device:
         fail(ValueError, f"{nk}/{nv}", f"tensors on {nq}'s device ({q.device})", f"{k.device} and {v.device}")
     b, sq, hq, d = q.shape

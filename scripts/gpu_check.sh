@@ -50,7 +50,7 @@ stage_native() {
   # The standalone CMake build of csrc/ (no torch) and its native test program.
   cmake -S . -B build/cmake -DPYKERNELS_CUDA_ARCHS="${NATIVE_ARCHS:-90a}" >/dev/null || return 1
   cmake --build build/cmake -j "${MAX_JOBS:-16}" || return 1
-  ./build/cmake/native_test
+  ./build/cmake/tile_range_test && ./build/cmake/native_test
 }
 
 stage_test() {

@@ -75,6 +75,16 @@ def test_head_dims_and_dtypes(backend, d, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", gpu_backends())
+@pytest.mark.parametrize("d", [64, 128])
+def test_sinks_reaching_past_the_window(backend, d):
+    # Without causal and with a bounded right edge, sink keys can lie to the
+    # right of a query tile's band: those tiles must still be visited.
+    _check(backend, 1, 512, 512, 4, 2, d, torch.bfloat16, dict(window_size=(32, 32), sink_tokens=256))
+    _check(backend, 1, 5, 300, 2, 1, d, torch.bfloat16, dict(window_size=(0, 0), sink_tokens=200))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", gpu_backends())
 def test_strided_inputs(backend):
     # (B, H, S, D) tensors viewed as (B, S, H, D): the SDPA layout.
     q = torch.randn(2, 4, 97, 64, device="cuda", dtype=torch.bfloat16).transpose(1, 2)

@@ -40,6 +40,8 @@ BAD = [
     ("window-type", dict(window_size=128), TypeError, ["window_size", "pair", "128"]),
     ("window-float", dict(window_size=(1.5, 0)), TypeError, ["window_size[left]", "int", "1.5"]),
     ("window-negative", dict(window_size=(-2, 0)), ValueError, ["window_size[left]", "-1 for unbounded", "-2"]),
+    ("window-too-large", dict(window_size=(2 ** 63, -1)), ValueError, ["window_size[left]", "2147483647", str(2 ** 63)]),
+    ("sink-too-large", dict(sink_tokens=2 ** 40), ValueError, ["sink_tokens", "<= 2147483647", str(2 ** 40)]),
     ("sink-negative", dict(sink_tokens=-1), ValueError, ["sink_tokens", ">= 0", "-1"]),
     ("sink-type", dict(sink_tokens=2.0), TypeError, ["sink_tokens", "int", "float"]),
     ("sink-logits-shape", dict(sink_logits=torch.zeros(3)), ValueError, ["sink_logits", "(4,)", "(3,)"]),
@@ -70,6 +72,18 @@ def test_unavailable_backend_says_why():
     with pytest.raises(ValueError, match="backend 'cuda'") as info:
         pykernels.flash_attn_func(q, k, v, backend="cuda")
     assert len(str(info.value)) > len("backend 'cuda' is unavailable: ")
+
+
+def test_env_backend_without_backward_falls_back_with_a_warning(monkeypatch):
+    # PYKERNELS_BACKEND names the forward's backend just as backend= does: a
+    # backend that cannot run the backward hands it over, visibly, not with an error.
+    from pykernels.ops import attention as ops
+
+    monkeypatch.setenv("PYKERNELS_BACKEND", "cupy")
+    monkeypatch.setattr(ops, "_warned_fallback", set())
+    with pytest.warns(UserWarning, match="backward runs on the 'torch' backend"):
+        name, _ = ops._backward_backend("", torch.device("cpu"), torch.float32, 16)
+    assert name == "torch"
 
 
 def test_sdpa_rejects_mask_and_dropout():

@@ -24,14 +24,14 @@ struct Mask {
   int seqlen_k;
   bool causal;
 
-  __device__ __forceinline__ static Mask make(int left, int right, int sink, int offset, int seqlen_k,
-                                              bool causal) {
+  __host__ __device__ __forceinline__ static Mask make(int left, int right, int sink, int offset, int seqlen_k,
+                                                       bool causal) {
     // Causal is the window (left, 0): cap right here once, as MaskSpec.right_eff does.
     if (causal) right = (right == kUnbounded) ? 0 : (right < 0 ? right : 0);
     return Mask{left, right, sink, offset, seqlen_k, causal};
   }
 
-  __device__ __forceinline__ bool visible(int row, int col) const {
+  __host__ __device__ __forceinline__ bool visible(int row, int col) const {
     const int p = row + offset;
     const bool in_band = (left == kUnbounded || col >= p - left) && (right == kUnbounded || col <= p + right);
     const bool in_sink = col < sink;
@@ -42,7 +42,7 @@ struct Mask {
   // The same predicate for one row as column bounds: key j is visible iff
   //   band_lo <= j <= band_hi  or  j < sink_hi.
   // Three compares per element instead of re-deriving the window each time.
-  __device__ __forceinline__ void row_bounds(int row, int& band_lo, int& band_hi, int& sink_hi) const {
+  __host__ __device__ __forceinline__ void row_bounds(int row, int& band_lo, int& band_hi, int& sink_hi) const {
     const int p = row + offset;
     band_lo = (left == kUnbounded) ? 0 : max(0, p - left);
     band_hi = (right == kUnbounded) ? seqlen_k - 1 : min(seqlen_k - 1, p + right);  // causal: right <= 0

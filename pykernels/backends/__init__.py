@@ -69,20 +69,23 @@ def available_backends() -> Dict[str, BackendStatus]:
     return {name: status(name) for name in PREFERENCE}
 
 
-def _requested(backend: Optional[str]) -> Optional[str]:
+def requested(backend: Optional[str]) -> Optional[str]:
+    """The backend asked for: ``backend`` if given, else ``PYKERNELS_BACKEND``, else None (automatic)."""
     if backend is None or backend == "":
         env = os.environ.get(ENV_VAR, "").strip()
         return env or None
     return backend
 
 
-def resolve(op: str, backend: Optional[str], device: torch.device, dtype: torch.dtype, head_dim: int):
+def resolve(op: str, backend: Optional[str], device: torch.device, dtype: torch.dtype, head_dim: int,
+            use_env: bool = True):
     """Return ``(name, module)`` of the backend that runs ``op`` on these inputs.
 
-    An explicit request that cannot be served raises a ``ValueError`` naming the
-    backend and the reason; ``None`` picks the fastest backend that can.
+    An explicit request (``backend``, or ``PYKERNELS_BACKEND`` unless
+    ``use_env`` is False) that cannot be served raises a ``ValueError`` naming
+    the backend and the reason; otherwise the fastest backend that can is picked.
     """
-    name = _requested(backend)
+    name = requested(backend) if use_env else (backend or None)
     if name is not None:
         if name not in PREFERENCE:
             raise ValueError(f"backend: expected one of {PREFERENCE} or None, got {name!r}")

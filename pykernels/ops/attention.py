@@ -53,15 +53,20 @@ _warned_fallback = set()
 
 
 def _backward_backend(backend: str, device, dtype, head_dim):
-    """The forward's backend if it has a backward, else the fastest one that does (with a warning)."""
+    """The forward's backend if it has a backward, else the fastest one that does (with a warning).
+
+    The forward's backend is the one asked for by name or by PYKERNELS_BACKEND;
+    only the automatic choice has nothing to fall back from.
+    """
+    requested = backends.requested(backend or None)
     try:
-        return backends.resolve("attention_bwd", backend or None, device, dtype, head_dim)
+        return backends.resolve("attention_bwd", requested, device, dtype, head_dim)
     except ValueError as exc:
-        if not backend:
+        if requested is None:
             raise
-        name, mod = backends.resolve("attention_bwd", None, device, dtype, head_dim)
-        if backend not in _warned_fallback:
-            _warned_fallback.add(backend)
+        name, mod = backends.resolve("attention_bwd", None, device, dtype, head_dim, use_env=False)
+        if requested not in _warned_fallback:
+            _warned_fallback.add(requested)
             warnings.warn(f"pykernels: {exc}; the backward runs on the {name!r} backend instead", stacklevel=3)
         return name, mod
 
