@@ -43,3 +43,17 @@ def assert_within_2x(out: torch.Tensor, ref64: torch.Tensor, ref_lowp: torch.Ten
 def poison_(t: torch.Tensor) -> torch.Tensor:
     """Fill with NaN so that any element a kernel forgets to write fails the comparison."""
     return t.fill_(float("nan"))
+
+
+def attention_inputs(b, sq, sk, hq, hkv, d, dtype, device, sink_logits=False, alibi=None):
+    """Random q, k, v (B, S, H, D), optional sink logits and ALiBi slopes ("heads": (Hq,), "batch": (B, Hq))."""
+    q = torch.randn(b, sq, hq, d, device=device, dtype=dtype)
+    k = torch.randn(b, sk, hkv, d, device=device, dtype=dtype)
+    v = torch.randn(b, sk, hkv, d, device=device, dtype=dtype)
+    sinks = torch.randn(hq, device=device) if sink_logits else None
+    slopes = None
+    if alibi == "heads":
+        slopes = pykernels.alibi_slopes(hq).to(device)
+    elif alibi == "batch":
+        slopes = torch.rand(b, hq, device=device) * 0.3
+    return q, k, v, sinks, slopes

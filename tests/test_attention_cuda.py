@@ -17,7 +17,7 @@ import pykernels
 from pykernels.backends import op_module
 from pykernels.reference import attention_ref
 
-from helpers import assert_within_2x, gpu_backends
+from helpers import assert_within_2x, attention_inputs, gpu_backends
 
 pytestmark = pytest.mark.gpu
 
@@ -32,16 +32,7 @@ def _poison(monkeypatch):
 
 
 def _inputs(b, sq, sk, hq, hkv, d, dtype, sink_logits=False, alibi=None):
-    q = torch.randn(b, sq, hq, d, device=DEVICE, dtype=dtype)
-    k = torch.randn(b, sk, hkv, d, device=DEVICE, dtype=dtype)
-    v = torch.randn(b, sk, hkv, d, device=DEVICE, dtype=dtype)
-    sinks = torch.randn(hq, device=DEVICE) if sink_logits else None
-    slopes = None
-    if alibi == "heads":
-        slopes = pykernels.alibi_slopes(hq).to(DEVICE)
-    elif alibi == "batch":
-        slopes = torch.rand(b, hq, device=DEVICE) * 0.3
-    return q, k, v, sinks, slopes
+    return attention_inputs(b, sq, sk, hq, hkv, d, dtype, DEVICE, sink_logits=sink_logits, alibi=alibi)
 
 
 def _forward(backend, q, k, v, *, causal=False, window=(-1, -1), sink_tokens=0, sink_logits=None,
