@@ -22,7 +22,7 @@ import pykernels
 from profiling.common import git_commit
 from pykernels.backends import op_module
 
-from bench_attention_dev import VARIANTS, time_fn, useful_flops
+from bench_attention_dev import VARIANTS, flex_mods, time_fn, useful_flops
 
 BWD_FLOP_FACTOR = 2.5  # dQ, dK, dV, dP and the recomputed S: 5 matmuls against the forward's 2
 
@@ -53,19 +53,7 @@ def make_provider(name, q, k, v, dout, causal, window, sinks, slopes):
     elif name == "flex":
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-        left = window[0]
-
-        def mask_mod(b_, h_, qi, ki):
-            ok = ki <= qi
-            if left >= 0:
-                ok = ok & ((qi - ki <= left) | (ki < sinks))
-            return ok
-
-        score_mod = None
-        if slopes is not None:
-            def score_mod(score, b_, h_, qi, ki):
-                return score - slopes[h_] * (qi - ki).abs()
-
+        mask_mod, score_mod = flex_mods(causal, window, sinks, slopes is not None, h, q.device)
         block_mask = create_block_mask(mask_mod, None, None, s, s, device=q.device)
         out = torch.compile(flex_attention, dynamic=False)(*leaves, score_mod=score_mod, block_mask=block_mask)
     else:

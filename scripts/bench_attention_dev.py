@@ -25,6 +25,7 @@ import torch
 
 import pykernels
 from profiling.common import git_commit
+from profiling.variants import Variant
 from pykernels.masks import MaskSpec
 
 VARIANTS = {
@@ -61,6 +62,12 @@ def time_fn(fn, warmup, reps):
     return statistics.median(times), q(0.2), q(0.8)
 
 
+def flex_mods(causal, window, sinks, alibi, heads, device):
+    """FlexAttention's (mask_mod, score_mod) for a variant: the profiling suite's, not a second copy."""
+    variant = Variant("dev", causal=causal, left=window[0], sink_tokens=sinks, alibi=alibi)
+    return variant.flex_mods(heads, device)
+
+
 def make_provider(name, q, k, v, causal, window, sinks, slopes):
     """A zero-argument callable running the variant, or None when the provider cannot express it."""
     b, s, h, d = q.shape
@@ -86,19 +93,7 @@ def make_provider(name, q, k, v, causal, window, sinks, slopes):
     if name == "flex":
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-        left = window[0]
-
-        def mask_mod(b_, h_, qi, ki):
-            ok = ki <= qi
-            if left >= 0:
-                ok = ok & ((qi - ki <= left) | (ki < sinks))
-            return ok
-
-        score_mod = None
-        if slopes is not None:
-            def score_mod(score, b_, h_, qi, ki):
-                return score - slopes[h_] * (qi - ki).abs()
-
+        mask_mod, score_mod = flex_mods(causal, window, sinks, slopes is not None, h, q.device)
         block_mask = create_block_mask(mask_mod, None, None, s, s, device=q.device)
         compiled = torch.compile(flex_attention, dynamic=False)
         return lambda: compiled(qt, kt, vt, score_mod=score_mod, block_mask=block_mask)
