@@ -9,6 +9,7 @@ pykernels._C, then runs the attention GPU tests and the dev benchmark.
 from __future__ import annotations
 
 import glob
+import importlib
 import os
 import sys
 import time
@@ -43,7 +44,8 @@ def build(archs=("90a",)):
     return mod
 
 
-if __name__ == "__main__":
+def main(test_file: str, bench_module: str) -> int:
+    """Build, then run ``test_file`` with --tests and ``bench_module``.main() with --bench ARGS..."""
     build()
     args = sys.argv[1:]
     rc = 0
@@ -52,11 +54,13 @@ if __name__ == "__main__":
 
         extra = ["-k", os.environ["PK_TEST_K"]] if os.environ.get("PK_TEST_K") else []
         rc = pytest.main(["-q", "--maxfail=15", "--tb=short", "-p", "no:cacheprovider", "--durations=8",
-                          os.path.join(ROOT, "tests/test_attention_cuda.py"), *extra])
+                          os.path.join(ROOT, test_file), *extra])
     if "--bench" in args:
-        sys.argv = ["bench_attention_dev.py"] + args[args.index("--bench") + 1:]
+        sys.argv = [bench_module + ".py"] + args[args.index("--bench") + 1:]
         sys.path.insert(0, os.path.join(ROOT, "scripts"))
-        import bench_attention_dev
+        importlib.import_module(bench_module).main()
+    return int(rc)
 
-        bench_attention_dev.main()
-    sys.exit(int(rc))
+
+if __name__ == "__main__":
+    sys.exit(main("tests/test_attention_cuda.py", "bench_attention_dev"))
