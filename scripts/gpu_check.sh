@@ -6,7 +6,8 @@
 #   STAGES="build test" bash scripts/gpu_check.sh OUT  # a subset
 #   BENCH_GROUPS="rope attention flex pytest"           # bench groups (pytest = benchmarks/)
 #
-# Stages: build native test sanitize bench profile notebooks. Each stage logs to
+# Stages: build native test sanitize long ropedev bench profile notebooks (long:
+# the 1M-token scale run; ropedev: scripts/bench_rope_dev.py). Each stage logs to
 # OUTDIR/<stage>.log and a failed stage does not stop the next one; the exit
 # code is non-zero if any stage failed. OUTDIR/gpu_check.json records the GPU,
 # torch/CUDA versions, commit, date, per-stage status and times, and the test
@@ -14,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-profiling/out/gpu_check}
-STAGES=${STAGES:-"build native test sanitize bench profile notebooks"}
+STAGES=${STAGES:-"build native test sanitize long ropedev bench profile notebooks"}
 mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
@@ -69,6 +70,16 @@ stage_sanitize() {
   return $rc
 }
 
+stage_long() {
+  # One causal call at 128K..1M tokens (B=1, Hq=8, Hkv=1, D=128): time and peak memory, fwd and fwd+bwd.
+  $PY -m profiling.long_context --peer --results "$OUTDIR/long_context" ${LONG_ARGS:-}
+}
+
+stage_ropedev() {
+  # RoPE providers against the copy ceiling, table vs in-kernel sincos (scripts/bench_rope_dev.py).
+  $PY scripts/bench_rope_dev.py --out "$OUTDIR/rope_dev.jsonl"
+}
+
 stage_bench() {
   # One long results table (OUTDIR/bench/bench.jsonl); providers split so that a
   # slow compile (FlexAttention) cannot starve the others of the time limit.
@@ -114,6 +125,8 @@ run_stage build stage_build
 run_stage native stage_native
 run_stage test stage_test
 run_stage sanitize stage_sanitize
+run_stage long stage_long
+run_stage ropedev stage_ropedev
 run_stage bench stage_bench
 run_stage profile stage_profile
 run_stage notebooks stage_notebooks

@@ -25,10 +25,9 @@ DEVICE = "cuda"
 # Gradients are O(1) here; the floor only absorbs exact-zero baselines.
 FLOOR = 1e-4
 # The project's rule for every gradient, dsink included: at most 2x PyTorch's
-# own low-precision error against float64. (dsink reads delta_i = rowsum(dO * O)
-# from the stored 16-bit O, as FlashAttention-2/3 do, which is where it loses
-# the most; _check_dsink also pins it to the same formula on the kernel's own
-# out and lse.)
+# own low-precision error against float64. (dsink sums P_ij dP_ij in fp32 in
+# the kernel rather than reading rowsum(dO * O) from the stored 16-bit O, which
+# measured 2.5-3.1x on an H200 at d8d9560.)
 DSINK_FACTOR = 2.0
 
 
@@ -93,25 +92,20 @@ def _check(q, k, v, *, dlse=False, deterministic=False, **kw):
     for name, g, t in zip(("dq", "dk", "dv"), got[:3], (q, k, v)):
         assert g.dtype == t.dtype and g.shape == t.shape and g.is_contiguous(), name
         assert not torch.isnan(g).any(), f"{name} has NaN (unwritten or poisoned elements)"
-    out, lse = _kernel_grads.last_forward
     for name, g, r, lo in zip(("dq", "dk", "dv"), got[:3], ref[:3], low[:3]):
         _within(g, r, lo, name)
     dsink = got[3]
     assert dsink.shape == (q.shape[2],)
     if kw.get("sink_logits") is not None:
-        _check_dsink(dsink, ref[3], low[3], kw["sink_logits"], out, lse, dout, dl)
+        _check_dsink(dsink, ref[3], low[3], kw["sink_logits"])
     else:
         assert (dsink == 0).all()
     return got
 
 
-def _check_dsink(dsink, ref, low, sinks, out, lse, dout, dlse):
-    # The formula on the kernel's own out and lse, in float64: only summation order differs.
-    delta = (dout.double() * out.double()).sum(-1).transpose(1, 2)  # (B, Hq, Sq)
-    if dlse is not None:
-        delta = delta - dlse.double()
-    same = -(torch.exp(sinks.double()[None, :, None] - lse.double()) * delta).sum(dim=(0, 2))
-    torch.testing.assert_close(dsink.double(), same, rtol=1e-4, atol=1e-4)
+def _check_dsink(dsink, ref, low, sinks):
+    assert dsink.dtype == torch.float32 and dsink.shape == sinks.shape
+    assert torch.isfinite(dsink).all()
     assert_within_2x(dsink, ref, low, "dsink", factor=DSINK_FACTOR, floor=FLOOR)
 
 
@@ -166,11 +160,12 @@ def test_sink_logit_gradient():
     q, k, v, sinks, _ = _inputs(2, 200, 50, 4, 2, 64, torch.bfloat16, True)
     dout = torch.randn_like(q)
     dq, dk, dv, dsink = _kernel_grads(q, k, v, dout, None, causal=True, sink_logits=sinks)
-    out, lse = _kernel_grads.last_forward
     ref = _ref_grads(q, k, v, dout, None, True, causal=True, sink_logits=sinks)
     low = _ref_grads(q, k, v, dout, None, False, causal=True, sink_logits=sinks)
     assert dsink.dtype == torch.float32
-    _check_dsink(dsink, ref[3], low[3], sinks, out, lse, dout, None)
+    _check_dsink(dsink, ref[3], low[3], sinks)
+    rel = float((dsink.double() - ref[3]).norm() / ref[3].norm())
+    assert rel < 1e-2, f"dsink: relative error {rel:.2e} against float64"
     assert (dq[:, :150] == 0).all(), "rows that see no key have no gradient"
 
 

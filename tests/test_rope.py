@@ -588,21 +588,23 @@ def _host_launch(lib, q, k, table, sin, scale, positions, offset, q_out, k_out, 
 
     from pykernels.backends.cupy.rope import _plan
 
-    threads, items_per_thread = 256, 4  # rotary.cuh's kThreads, kItemsPerThread
-    vec, blocks, args = _plan(q, k, table, sin, scale, positions, offset, q_out, k_out, conjugate, threads,
-                              items_per_thread)
+    geometry = (ctypes.c_int * 3)()
+    lib.pk_rotary_geometry(geometry)  # rotary.cuh's kThreads, kTargetBlocks, kMinRowsPerChunk
+    vec, blocks, args = _plan(q, k, table, sin, scale, positions, offset, q_out, k_out, conjugate, tuple(geometry))
     to_c = {np.uint64: ctypes.c_void_p, np.int64: ctypes.c_longlong, np.int32: ctypes.c_int,
             np.float32: ctypes.c_float}
     cargs = [to_c[type(a)](a.item()) for a in args]
     dtype = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}[q.dtype]
     rc = lib.pk_rotary_host(ctypes.c_int(dtype), ctypes.c_int(vec), ctypes.c_int(int(interleaved)),
-                            ctypes.c_int(int(sin is None)), ctypes.c_int(blocks), *cargs)
+                            ctypes.c_int(int(sin is None)), ctypes.c_int(blocks[0]), ctypes.c_int(blocks[1]), *cargs)
     assert rc == 0, f"no host instantiation for {q.dtype} vec={vec}"
     return vec
 
 
-HOST_CASES = [  # (dtype, D, rot, layout, strided)
+HOST_CASES = [  # (dtype, D, rot, layout, strided, heads q/k)
     (torch.float32, 64, 64, "BSHD", False),
+    (torch.bfloat16, 64, 48, "BSHD", False, (24, 16)),  # rows split over blockIdx.y (40 rows: 2 chunks)
+    (torch.float16, 80, 64, "BHSD", True, (33, 1)),     # 6 items per row: spare threads in each block
     (torch.bfloat16, 128, 64, "BSHD", False),    # partial rotary: tail copied by vectors
     (torch.float16, 64, 64, "BHSD", False),
     (torch.bfloat16, 64, 64, "BSHD", True),      # a packed qkv view
@@ -612,13 +614,15 @@ HOST_CASES = [  # (dtype, D, rot, layout, strided)
 ]
 
 
-@pytest.mark.parametrize("dtype, d, rot, layout, strided", HOST_CASES, ids=str)
+@pytest.mark.parametrize("case", HOST_CASES, ids=str)
 @pytest.mark.parametrize("kind", POSITION_KINDS)
 @pytest.mark.parametrize("inplace", [False, True])
-def test_cuda_kernel_on_host(host_kernel, dtype, d, rot, layout, strided, kind, inplace):
+def test_cuda_kernel_on_host(host_kernel, case, kind, inplace):
     from pykernels.backends.torch import rope as torch_rope
 
-    b, s, hq, hk = 2, 9, 3, 2
+    dtype, d, rot, layout, strided = case[:5]
+    hq, hk = case[5] if len(case) > 5 else (3, 2)
+    b, s = 2, 9
     cos, sin = rope.RotaryEmbedding(rot).cos_sin(64)
 
     def rows(h):

@@ -16,6 +16,12 @@ namespace attention {
 // chunks and never reads past the end.
 constexpr int kBwdRowPad = 128;
 
+// Keys per CTA of the dK/dV kernel for each head dim, 16 per warp (why these:
+// flash_bwd_kernel.cuh, BwdTraits). Here because the host sizes scratch by them.
+constexpr int bwd_block_n(int head_dim) { return (head_dim == 64 || head_dim == 128) ? 128 : 64; }
+constexpr int bwd_warps(int head_dim) { return bwd_block_n(head_dim) / 16; }
+constexpr int bwd_threads(int head_dim) { return 32 * bwd_warps(head_dim); }
+
 struct FlashBwdParams : FlashFwdParams {
   const void* dout;        // (B, Sq, Hq, D), strides below
   const float* dlse;       // (B, Hq, Sq) contiguous, or nullptr (no gradient into lse)
@@ -25,6 +31,11 @@ struct FlashBwdParams : FlashFwdParams {
   void* dq;                // (B, Sq, Hq, D)
   void* dk;                // (B, Sk, Hkv, D)
   void* dv;                // (B, Sk, Hkv, D)
+  // The sink-logit gradient's key part, sum_i exp(sink - lse_i) sum_j P_ij dP_ij,
+  // one slot per (batch, query head, key tile, warp) of the dK/dV kernel
+  // (flash_bwd_dsink_slots), zeroed by the caller; nullptr without sink logits.
+  // sink_logits (the forward's field) must then be set.
+  float* dsink_partial;
 
   index_t do_batch_stride, do_row_stride, do_head_stride;
   index_t dq_batch_stride, dq_row_stride, dq_head_stride;
@@ -45,6 +56,10 @@ namespace attention {
 
 // True when the backward kernels have a tile shape for this head dim.
 bool flash_bwd_supports_head_dim(int head_dim);
+
+// Slots of dsink_partial per (batch, query head): key tiles times warps of
+// the dK/dV kernel at this head dim and key length (0 if unsupported).
+long long flash_bwd_dsink_slots(int head_dim, long long seqlen_k);
 
 // Launch the whole backward on `stream`: delta and lse in log2 units, dK/dV
 // (with dQ by fp32 atomics when dq_accum is set, else a separate dQ kernel),

@@ -12,8 +12,15 @@
 //     dK_j  += scale * sum_i dS_ij Q_i
 //
 // (dlse enters through delta because d lse_i / d x_ij = P_ij.) The learned
-// sink logit is a key with value 0: it changes only lse, and its gradient
-// -sum_i exp(sink - lse_i) delta_i is a reduction over delta done by the caller.
+// sink logit is a key with value 0: it changes only lse, and its gradient is
+//
+//     dsink = -sum_i exp(sink - lse_i) (sum_j P_ij dP_ij - dlse_i)
+//
+// The dK/dV kernel sums the first part over its keys into dsink_partial (one
+// slot per warp; the caller reduces the slots and adds the dlse part). Its
+// sum_j P_ij dP_ij equals rowsum(dO_i * O_i) in exact arithmetic, but never
+// reads the 16-bit O: delta built from the rounded O put dsink at 2.5-3.1x
+// PyTorch's own bf16 error (H200, d8d9560), this stays in fp32 throughout.
 //
 // Three kernels:
 // * flash_bwd_preprocess_kernel: delta and lse in log2 units, one warp per row,
@@ -99,13 +106,11 @@ struct BwdTraits {
                 "dQ must split evenly over warps");
 };
 
-// Keys per CTA for each head dim (reasons above); every warp owns 16 of them.
-constexpr int bwd_block_n(int head_dim) { return (head_dim == 64 || head_dim == 128) ? 128 : 64; }
-constexpr int bwd_threads(int head_dim) { return 32 * (bwd_block_n(head_dim) / 16); }
-
+// Keys per CTA for each head dim (reasons above; bwd_block_n is in
+// flash_bwd.h): every warp owns 16 of them.
 template <int kHeadDim>
 struct BwdTileShape {
-  using type = BwdTraits<kHeadDim, 64, bwd_block_n(kHeadDim), bwd_block_n(kHeadDim) / 16>;
+  using type = BwdTraits<kHeadDim, 64, bwd_block_n(kHeadDim), bwd_warps(kHeadDim)>;
 };
 
 // The deterministic dQ kernel is the forward's loop with one more product:
@@ -292,6 +297,7 @@ __device__ __forceinline__ void flash_bwd_dkdv_block(const FlashBwdParams& param
       static_cast<const elem_t*>(params.v) + b * params.v_batch_stride + h_kv * params.v_head_stride;
   const bool dq_atomics = params.dq_accum != nullptr;
   const bool has_alibi = params.alibi_slopes != nullptr;
+  const bool sink_grad = params.dsink_partial != nullptr;
 
   const int warp_key = warp * 16 * kNFrags;  // this warp's first key within the tile
   const int key0 = col_lo + warp_key + g;    // this thread's first key (then + 16 nf + 8 half)
@@ -427,6 +433,33 @@ __device__ __forceinline__ void flash_bwd_dkdv_block(const FlashBwdParams& param
           mma_16816<kIsBf16>(dV[nf][2 * dp], ap[nf], bdo[0], bdo[1]);
           mma_16816<kIsBf16>(dV[nf][2 * dp + 1], ap[nf], bdo[2], bdo[3]);
         }
+      }
+    }
+
+    // The sink gradient's sum_i exp(sink - lse_i) sum_j P_ij dP_ij over this
+    // warp's keys (see the top of the file), before dP becomes dS. Padded and
+    // fully masked rows have lse_log2 = +inf, so their weight is 0.
+    if (sink_grad) {
+      const float sink_log2 = params.sink_logits[hh] * LOG2E;
+      float part = 0.f;
+#pragma unroll
+      for (int j = 0; j < kMTiles; ++j) {
+        const float w0 = exp2f(sink_log2 - ld_shared_f32(sLse + (8 * j + 2 * t) * 4));
+        const float w1 = exp2f(sink_log2 - ld_shared_f32(sLse + (8 * j + 2 * t + 1) * 4));
+        float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+        for (int nf = 0; nf < kNFrags; ++nf) {
+          r0 = fmaf(S[nf][j][0], dP[nf][j][0], fmaf(S[nf][j][2], dP[nf][j][2], r0));
+          r1 = fmaf(S[nf][j][1], dP[nf][j][1], fmaf(S[nf][j][3], dP[nf][j][3], r1));
+        }
+        part = fmaf(w0, r0, fmaf(w1, r1, part));
+      }
+#pragma unroll
+      for (int sh = 16; sh > 0; sh >>= 1) part += __shfl_xor_sync(0xffffffffu, part, sh);
+      // Only this warp touches its slot, in program order: a plain add, deterministic.
+      if (lane == 0) {
+        params.dsink_partial[((static_cast<long long>(b) * params.heads_q + hh) * gridDim.y + blockIdx.y) *
+                                 Tr::kNWarps + warp] += part;
       }
     }
 

@@ -115,13 +115,16 @@ void check_f32(const at::Tensor& t, const char* name, const at::Tensor& q, at::I
 }
 
 // Gradients into preallocated dq, dk, dv; lse_log2 and delta are scratch of
-// (B, Hq, Sq rounded up to kBwdRowPad) that the caller keeps (delta feeds the
-// sink-logit gradient). dq_accum: a zeroed fp32 (B, Sq, Hq, D) for the atomic
-// dQ path, or None for the deterministic dQ kernel.
+// (B, Hq, Sq rounded up to kBwdRowPad). With sink logits, dsink_partial is a
+// zeroed (B, Hq, attention_bwd_dsink_slots) that receives the key part of the
+// sink-logit gradient (flash_bwd_kernel.cuh); the caller reduces it. dq_accum:
+// a zeroed fp32 (B, Sq, Hq, D) for the atomic dQ path, or None for the
+// deterministic dQ kernel.
 void attention_bwd(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                    const at::Tensor& out, const at::Tensor& lse, const c10::optional<at::Tensor>& dlse,
                    at::Tensor dq, at::Tensor dk, at::Tensor dv, const c10::optional<at::Tensor>& dq_accum,
-                   at::Tensor lse_log2, at::Tensor delta, const c10::optional<at::Tensor>& alibi_slopes,
+                   at::Tensor lse_log2, at::Tensor delta, const c10::optional<at::Tensor>& sink_logits,
+                   const c10::optional<at::Tensor>& dsink_partial, const c10::optional<at::Tensor>& alibi_slopes,
                    double softmax_scale, bool causal, int64_t window_left, int64_t window_right,
                    int64_t sink_tokens, int64_t q_offset) {
   TORCH_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16,
@@ -152,6 +155,13 @@ void attention_bwd(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
   check_f32(lse_log2, "lse_log2", q, {batch, heads_q, seqlen_q_pad});
   check_f32(delta, "delta", q, {batch, heads_q, seqlen_q_pad});
   if (dq_accum) check_f32(*dq_accum, "dq_accum", q, q.sizes());
+  TORCH_CHECK(sink_logits.has_value() == dsink_partial.has_value(),
+              "sink_logits and dsink_partial: expected both or neither");
+  if (sink_logits) {
+    check_f32(*sink_logits, "sink_logits", q, {heads_q});
+    check_f32(*dsink_partial, "dsink_partial", q,
+              {batch, heads_q, attention::flash_bwd_dsink_slots(static_cast<int>(head_dim), seqlen_k)});
+  }
   check_param(alibi_slopes, "alibi_slopes", q);
   if (alibi_slopes) {
     TORCH_CHECK(alibi_slopes->numel() == heads_q || alibi_slopes->numel() == batch * heads_q,
@@ -167,7 +177,7 @@ void attention_bwd(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
   p.v = v.data_ptr();
   p.out = const_cast<void*>(out.data_ptr());  // read only in the backward
   p.lse = const_cast<float*>(lse.data_ptr<float>());
-  p.sink_logits = nullptr;  // enters only through lse; its gradient is a reduction of delta
+  p.sink_logits = sink_logits ? sink_logits->data_ptr<float>() : nullptr;
   p.alibi_slopes = alibi_slopes ? alibi_slopes->data_ptr<float>() : nullptr;
   p.q_batch_stride = q.stride(0), p.q_row_stride = q.stride(1), p.q_head_stride = q.stride(2);
   p.k_batch_stride = k.stride(0), p.k_row_stride = k.stride(1), p.k_head_stride = k.stride(2);
@@ -196,6 +206,7 @@ void attention_bwd(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
   p.dq = dq.data_ptr();
   p.dk = dk.data_ptr();
   p.dv = dv.data_ptr();
+  p.dsink_partial = dsink_partial ? dsink_partial->data_ptr<float>() : nullptr;
   p.do_batch_stride = dout.stride(0), p.do_row_stride = dout.stride(1), p.do_head_stride = dout.stride(2);
   p.dq_batch_stride = dq.stride(0), p.dq_row_stride = dq.stride(1), p.dq_head_stride = dq.stride(2);
   p.dk_batch_stride = dk.stride(0), p.dk_row_stride = dk.stride(1), p.dk_head_stride = dk.stride(2);
@@ -223,9 +234,12 @@ void register_attention(pybind11::module_& m) {
         pybind11::arg("dout"), pybind11::arg("q"), pybind11::arg("k"), pybind11::arg("v"), pybind11::arg("out"),
         pybind11::arg("lse"), pybind11::arg("dlse"), pybind11::arg("dq"), pybind11::arg("dk"), pybind11::arg("dv"),
         pybind11::arg("dq_accum"), pybind11::arg("lse_log2"), pybind11::arg("delta"),
-        pybind11::arg("alibi_slopes"), pybind11::arg("softmax_scale"), pybind11::arg("causal"),
+        pybind11::arg("sink_logits"), pybind11::arg("dsink_partial"), pybind11::arg("alibi_slopes"), pybind11::arg("softmax_scale"), pybind11::arg("causal"),
         pybind11::arg("window_left"), pybind11::arg("window_right"), pybind11::arg("sink_tokens"),
         pybind11::arg("q_offset"));
+  m.def("attention_bwd_dsink_slots", &attention::flash_bwd_dsink_slots,
+        "Slots of the backward's dsink_partial scratch per (batch, query head)", pybind11::arg("head_dim"),
+        pybind11::arg("seqlen_k"));
   m.def("attention_bwd_supports_head_dim", &attention::flash_bwd_supports_head_dim,
         "Whether the CUDA backward kernels have a tile shape for this head dim");
   m.def("attention_fwd_supports_head_dim", &attention::flash_fwd_supports_head_dim,

@@ -3,8 +3,7 @@
 // Vector width: 16 bytes per access (8 half/bfloat16 or 4 float) when every
 // row start, every stride and both halves of the rotary dim allow it, else
 // one element per access (odd shapes stay correct, just slower).
-// Grid: one block per tokens_per_block tokens, so that a block holds about
-// kThreads * kItemsPerThread items however many heads there are.
+// Grid: rotary_grid (rotary.cuh): tokens across x, row chunks across y.
 #include <type_traits>
 
 #include "rope/rotary.cuh"
@@ -47,12 +46,10 @@ cudaError_t launch(const RotaryArgs& a, cudaStream_t stream) {
   const bool in_place = a.q.in == a.q.out;
   const int rot_half = a.rot_dim / 2;
   const int tail_vecs = in_place ? 0 : (a.head_dim - a.rot_dim) / VEC;
-  const int items_per_token = (a.q.heads + a.k.heads) * (rot_half / VEC + tail_vecs);
-  const int tokens_per_block = items_per_token >= kThreads * kItemsPerThread
-                                   ? 1
-                                   : (kThreads * kItemsPerThread) / items_per_token;
+  const int items_per_row = rot_half / VEC + tail_vecs;
   const long long n_tokens = static_cast<long long>(a.batch) * a.seqlen;
-  const long long blocks = (n_tokens + tokens_per_block - 1) / tokens_per_block;
+  const RotaryGrid grid = rotary_grid(items_per_row, a.q.heads + a.k.heads, n_tokens);
+  if (grid.blocks_x > kMaxBlocks || grid.blocks_y > 65535) return cudaErrorInvalidValue;
 
   const long long ids_sb = a.ids_stride[0];
   const long long ids_ss = a.ids_per_token ? a.ids_stride[1] : 0;
@@ -61,14 +58,15 @@ cudaError_t launch(const RotaryArgs& a, cudaStream_t stream) {
   // An absent k gets q's pointers and no heads: nothing reads them.
   const RotaryTensor& k = a.k.heads > 0 ? a.k : a.q;
 
-  rotary_kernel<T, VEC, INTERLEAVED, FREQS_IN_KERNEL><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+  const dim3 blocks(static_cast<unsigned>(grid.blocks_x), static_cast<unsigned>(grid.blocks_y));
+  rotary_kernel<T, VEC, INTERLEAVED, FREQS_IN_KERNEL><<<blocks, kThreads, 0, stream>>>(
       static_cast<const T*>(a.q.in), static_cast<T*>(a.q.out), a.q.in_stride[0], a.q.in_stride[1], a.q.in_stride[2],
       a.q.out_stride[0], a.q.out_stride[1], a.q.out_stride[2], a.q.heads,  //
       static_cast<const T*>(k.in), static_cast<T*>(k.out), k.in_stride[0], k.in_stride[1], k.in_stride[2],
       k.out_stride[0], k.out_stride[1], k.out_stride[2], a.k.heads,  //
       table, a.sin, a.table_stride, a.cache_len, a.freq_scale,     //
       a.ids, ids_sb, ids_ss, seq_step, a.offset,                    //
-      n_tokens, a.seqlen, rot_half, tail_vecs, a.conjugate ? 1 : 0, tokens_per_block);
+      n_tokens, a.seqlen, rot_half, tail_vecs, a.conjugate ? 1 : 0, grid.tokens_per_block, grid.rows_per_chunk);
   return cudaGetLastError();
 }
 

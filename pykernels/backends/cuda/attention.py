@@ -151,7 +151,7 @@ def backward(dout, dlse, q, k, v, out, lse, *, softmax_scale, causal, window_lef
     ``deterministic=False`` accumulates dQ with fp32 atomics from the dK/dV
     kernel; ``True`` runs a separate dQ kernel instead, so that every gradient
     is bitwise reproducible. dK and dV are reduced over a GQA group inside one
-    CTA in a fixed order either way, and dsink is a torch reduction of delta.
+    CTA in a fixed order either way, and dsink is a torch reduction of per-warp slots.
     """
     from . import load_extension
 
@@ -176,14 +176,22 @@ def backward(dout, dlse, q, k, v, out, lse, *, softmax_scale, causal, window_lef
     lse_log2 = torch.empty(b, hq, sq_pad, dtype=torch.float32, device=q.device)
     delta = torch.empty(b, hq, sq_pad, dtype=torch.float32, device=q.device)
     dq_accum = None if deterministic else torch.zeros(b, sq, hq, d, dtype=torch.float32, device=q.device)
-    _C.attention_bwd(dout, p.q, p.k, p.v, out, lse, dlse, dq, dk, dv, dq_accum, lse_log2, delta, p.alibi_slopes,
-                     p.softmax_scale, p.causal, p.window_left, p.window_right, p.sink_tokens, p.q_offset)
+    dsink_partial = None
+    if p.sink_logits is not None:
+        dsink_partial = torch.zeros(b, hq, _C.attention_bwd_dsink_slots(d, k.shape[1]), dtype=torch.float32,
+                                    device=q.device)
+    _C.attention_bwd(dout, p.q, p.k, p.v, out, lse, dlse, dq, dk, dv, dq_accum, lse_log2, delta, p.sink_logits,
+                     dsink_partial, p.alibi_slopes, p.softmax_scale, p.causal, p.window_left, p.window_right,
+                     p.sink_tokens, p.q_offset)
 
     if p.sink_logits is not None:
-        # d lse_i / d sink_h = exp(sink_h - lse_i), and lse carries -delta_i:
-        # dsink_h = -sum_{b,i} exp(sink_h - lse_i) delta_i (torch sums in a fixed order).
-        p_sink = torch.exp(p.sink_logits.view(1, hq, 1) - lse)
-        dsink = -(p_sink * delta[:, :, :sq]).sum(dim=(0, 2))
+        # dsink_h = -sum_{b,i} exp(sink_h - lse_i) (sum_j P_ij dP_ij - dlse_i). The kernel
+        # leaves the first part in per-warp slots (fp32, never rounding O); torch sums them
+        # in a fixed order, so dsink is reproducible in both modes.
+        dsink = -dsink_partial.sum(dim=(0, 2))
+        if dlse is not None:
+            p_sink = torch.exp(p.sink_logits.view(1, hq, 1) - lse)
+            dsink = dsink + (p_sink * dlse).sum(dim=(0, 2))
         dsink = dsink.to(sink_logits.dtype)
     else:
         dsink = torch.zeros(hq, dtype=torch.float32, device=q.device)

@@ -4,8 +4,9 @@ Same interface as ``pykernels/backends/torch/rope.py`` (see its docstring),
 and the very kernel the C++ extension runs. This file makes the launcher's
 choices in Python, following ``csrc/rope/rotary_launch.cu``: the 16-byte
 vector width when pointers, strides and sizes allow it (else one element),
-and tokens per block from the kernel's ``kThreads`` / ``kItemsPerThread``,
-which are read back from the compiled module rather than written down twice.
+and rotary.cuh's ``rotary_grid`` (:func:`grid`), whose constants
+(``kThreads``, ``kTargetBlocks``, ``kMinRowsPerChunk``) are read back from the
+compiled module rather than written down twice.
 
 The kernel takes flat arguments; each is wrapped in the NumPy scalar type of
 its C parameter (pointers as uint64, ``index_t`` as int64, ``int`` as int32,
@@ -37,13 +38,16 @@ def _name(ctype: str, vec: int, interleaved: bool, freqs_in_kernel: bool) -> str
 def _source() -> str:
     return (
         '#include "rope/rotary.cuh"\n'
-        'extern "C" __device__ int pk_rope_geometry[2] = '
-        "{pykernels::rope::kThreads, pykernels::rope::kItemsPerThread};\n"
+        'extern "C" __device__ int pk_rope_geometry[3] = '
+        "{pykernels::rope::kThreads, pykernels::rope::kTargetBlocks, pykernels::rope::kMinRowsPerChunk};\n"
     )
 
 
 def _module(device: int, dtype: torch.dtype):
-    """(module, threads, items_per_thread) with every instantiation for dtype, compiled once per device."""
+    """(module, geometry) with every instantiation for dtype, compiled once per device.
+
+    geometry is (kThreads, kTargetBlocks, kMinRowsPerChunk) of rotary.cuh.
+    """
     key = (device, dtype)
     with _lock:
         hit = _modules.get(key)
@@ -57,8 +61,8 @@ def _module(device: int, dtype: torch.dtype):
              for freqs in (False, True)]
     mod = compile_module(_source(), names, device=device)
     with cp.cuda.Device(device):
-        threads, items = (int(x) for x in cp.ndarray((2,), cp.int32, mod.get_global("pk_rope_geometry")).get())
-    hit = (mod, threads, items)
+        geometry = tuple(int(x) for x in cp.ndarray((3,), cp.int32, mod.get_global("pk_rope_geometry")).get())
+    hit = (mod, geometry)
     with _lock:
         _modules[key] = hit
     return hit
@@ -86,9 +90,20 @@ def _vector_width(q, k, q_out, k_out, table, sin, rot_half: int) -> int:
     return vec if ok else 1
 
 
-def _plan(q, k, table, sin, scale, positions, offset, q_out, k_out, conjugate, threads: int,
-          items_per_thread: int) -> Tuple[int, int, tuple]:
-    """``(vector width, blocks, kernel arguments)``: what rotary_launch.cu decides, for CuPy."""
+def grid(items_per_row: int, rows: int, n_tokens: int, geometry: Tuple[int, int, int]) -> Tuple[int, int, int, int]:
+    """rotary.cuh's ``rotary_grid``: ``(tokens_per_block, rows_per_chunk, blocks_x, blocks_y)``."""
+    threads, target_blocks, min_rows = geometry
+    lanes = min(items_per_row, threads)
+    tokens_per_block = threads // lanes
+    blocks_x = -(-n_tokens // tokens_per_block)
+    chunks = min(-(-target_blocks // blocks_x), max(1, rows // min_rows))
+    rows_per_chunk = -(-rows // chunks)
+    return tokens_per_block, rows_per_chunk, blocks_x, -(-rows // rows_per_chunk)
+
+
+def _plan(q, k, table, sin, scale, positions, offset, q_out, k_out, conjugate,
+          geometry: Tuple[int, int, int]) -> Tuple[int, Tuple[int, int], tuple]:
+    """``(vector width, (blocks_x, blocks_y), kernel arguments)``: what rotary_launch.cu decides, for CuPy."""
     b, s, hq, d = q.shape
     n_tokens = b * s
     rot_half = table.shape[-1]
@@ -96,10 +111,8 @@ def _plan(q, k, table, sin, scale, positions, offset, q_out, k_out, conjugate, t
     in_place = q_out.data_ptr() == q.data_ptr()
     tail_vecs = 0 if in_place else (d - 2 * rot_half) // vec
     hk = k.shape[2] if k is not None else 0
-    items_per_token = (hq + hk) * (rot_half // vec + tail_vecs)
-    budget = threads * items_per_thread
-    tokens_per_block = 1 if items_per_token >= budget else budget // items_per_token
-    blocks = (n_tokens + tokens_per_block - 1) // tokens_per_block
+    tokens_per_block, rows_per_chunk, blocks_x, blocks_y = grid(rot_half // vec + tail_vecs, hq + hk, n_tokens,
+                                                                geometry)
 
     i64, i32, ptr = np.int64, np.int32, np.uint64
 
@@ -121,8 +134,8 @@ def _plan(q, k, table, sin, scale, positions, offset, q_out, k_out, conjugate, t
         table_args = (ptr(table.data_ptr()), ptr(sin.data_ptr()), i64(table.stride(0)), i64(table.shape[0]),
                       np.float32(1.0))
     args = (*rows(q, q_out, hq), *k_rows, *table_args, *ids, i64(offset), i64(n_tokens), i32(s), i32(rot_half),
-            i32(tail_vecs), i32(1 if conjugate else 0), i32(tokens_per_block))
-    return vec, blocks, args
+            i32(tail_vecs), i32(1 if conjugate else 0), i32(tokens_per_block), i32(rows_per_chunk))
+    return vec, (blocks_x, blocks_y), args
 
 
 def _launch(q, k, table, sin, scale, positions, offset, q_out, k_out, interleaved, conjugate) -> None:
@@ -130,12 +143,11 @@ def _launch(q, k, table, sin, scale, positions, offset, q_out, k_out, interleave
     if q.shape[0] * q.shape[1] * heads == 0:
         return
     device = q.device.index if q.device.index is not None else torch.cuda.current_device()
-    mod, threads, items_per_thread = _module(device, q.dtype)
-    vec, blocks, args = _plan(q, k, table, sin, scale, positions, offset, q_out, k_out, conjugate, threads,
-                              items_per_thread)
+    mod, geometry = _module(device, q.dtype)
+    vec, blocks, args = _plan(q, k, table, sin, scale, positions, offset, q_out, k_out, conjugate, geometry)
     kern = mod.get_function(_name(_CTYPES[q.dtype], vec, interleaved, sin is None))
     with torch.cuda.device(device), current_stream(q.device):
-        kern((blocks, 1, 1), (threads, 1, 1), args)
+        kern((*blocks, 1), (geometry[0], 1, 1), args)
 
 
 def apply_rotary(q, k, cos, sin, positions, offset, q_out, k_out, *, interleaved, conjugate) -> None:
