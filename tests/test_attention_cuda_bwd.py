@@ -17,7 +17,7 @@ import pykernels
 from pykernels.backends import op_module
 from pykernels.reference import attention_ref
 
-from helpers import assert_within_2x, attention_inputs
+from helpers import assert_within_2x, attention_inputs, max_err
 
 pytestmark = pytest.mark.gpu
 
@@ -31,8 +31,36 @@ FLOOR = 1e-4
 DSINK_FACTOR = 2.0
 
 
-def _within(g, ref, low, name):
-    assert_within_2x(g, ref, low, name, floor=FLOOR)
+def _within(g, ref, low, name, delta_floor=0.0):
+    assert_within_2x(g, ref, low, name, floor=FLOOR + delta_floor)
+
+
+def _delta_rounding_error(q, k, v, dout, dlse, ref, **kw):
+    """Max error of dq and dk that reading delta_i = rowsum(dO_i * O_i) from the 16-bit O costs.
+
+    Every flash backward (FlashAttention-2/3, cuDNN, this one) builds delta
+    from the stored output, rounded to the input dtype. In exact arithmetic
+    that is the true gradient with an extra lse cotangent of -d_i, where
+    d_i = rowsum(dO_i * (round(O_i) - O_i)); so the float64 reference run with
+    that cotangent gives the algorithm's own error, which no choice of kernel
+    arithmetic removes. Where attention is peaked (one key holding nearly all
+    of a row's mass, e.g. a window of one key beside far-away sinks under
+    ALiBi), it reaches 2-4x PyTorch's bf16 error on some seeds (a float64
+    simulation on CPU: 3 seeds in 20 above 2x). Removing it would cost an
+    extra out-sized tensor saved by the forward, or a second pass over every
+    visible pair (about 40% more backward work); dsink avoids it at no cost
+    (flash_bwd_kernel.cuh). So dq and dk may exceed 2x PyTorch's error by
+    this amount, and by no more.
+    """
+    window = kw.get("window", (-1, -1))
+    rest = {n: x for n, x in kw.items() if n not in ("window", "sink_logits")}
+    leaves = [t.detach().double() for t in (q, k, v)]
+    sinks = None if kw.get("sink_logits") is None else kw["sink_logits"].double()
+    out, _ = attention_ref(*leaves, window_size=window, sink_logits=sinks, **rest)
+    d = (dout.double() * (out.to(q.dtype).double() - out)).sum(-1).transpose(1, 2)  # (B, Hq, Sq)
+    lse_cot = -d if dlse is None else dlse.double() - d
+    shifted = _ref_grads(q, k, v, dout, lse_cot, True, **kw)
+    return {"dq": max_err(shifted[0], ref[0]), "dk": max_err(shifted[1], ref[1]), "dv": 0.0}
 
 
 def _cuda_ready():
@@ -92,8 +120,9 @@ def _check(q, k, v, *, dlse=False, deterministic=False, **kw):
     for name, g, t in zip(("dq", "dk", "dv"), got[:3], (q, k, v)):
         assert g.dtype == t.dtype and g.shape == t.shape and g.is_contiguous(), name
         assert not torch.isnan(g).any(), f"{name} has NaN (unwritten or poisoned elements)"
+    allowance = _delta_rounding_error(q, k, v, dout, dl, ref, **kw)
     for name, g, r, lo in zip(("dq", "dk", "dv"), got[:3], ref[:3], low[:3]):
-        _within(g, r, lo, name)
+        _within(g, r, lo, name, allowance[name])
     dsink = got[3]
     assert dsink.shape == (q.shape[2],)
     if kw.get("sink_logits") is not None:
