@@ -27,15 +27,19 @@ CPU_BENCH_ARGS = ["--device", "cpu", "--ops", "attention", "--seqlens", "128", "
 
 
 def latest_results(table: str) -> Optional[Path]:
-    """The newest ``<table>.jsonl`` under profiling/results/ whose rows come from a GPU, or None."""
+    """The ``<table>.jsonl`` under profiling/results/ with the newest GPU rows (by their date), or None.
+
+    Rows carry their date, so the choice does not depend on file times (a
+    fresh checkout gives every file the same one).
+    """
     if not RESULTS_DIR.is_dir():
         return None
-    found = sorted(RESULTS_DIR.rglob(f"{table}.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in found:
-        rows = read_table(path)
-        if any(r.get("device") == "cuda" for r in rows):
-            return path
-    return None
+    best, best_date = None, ""
+    for path in sorted(RESULTS_DIR.rglob(f"{table}.jsonl")):
+        dates = [str(r.get("date", "")) for r in read_table(path) if r.get("device") == "cuda"]
+        if dates and max(dates) > best_date:
+            best, best_date = path, max(dates)
+    return best
 
 
 def load(table: str, cpu_args: List[str]) -> Tuple[List[dict], Path, bool]:

@@ -5,6 +5,7 @@
 #   bash scripts/gpu_check.sh [OUTDIR]                 # every stage
 #   STAGES="build test" bash scripts/gpu_check.sh OUT  # a subset
 #   BENCH_GROUPS="rope attention flex pytest"           # bench groups (pytest = benchmarks/)
+#   ATTN_SWEEPS="--quick; --variants causal --head-dims 64"  # attention sweeps, ';'-separated
 #
 # Stages: build native test sanitize long ropedev bench profile notebooks (long:
 # the 1M-token scale run; ropedev: scripts/bench_rope_dev.py). Each stage logs to
@@ -83,20 +84,28 @@ stage_ropedev() {
 stage_bench() {
   # One long results table (OUTDIR/bench/bench.jsonl); providers split so that a
   # slow compile (FlexAttention) cannot starve the others of the time limit.
+  # ATTN_SWEEPS: ';'-separated attention sweeps (profiling.bench arguments),
+  # each run once for pykernels/SDPA/naive and once for FlexAttention.
   local rc=0
-  local cap=${BENCH_SECONDS:-300}  # per group: rope, attention, FlexAttention
-  if [[ " ${BENCH_GROUPS:-rope attention flex} " == *" rope "* ]]; then
+  local cap=${BENCH_SECONDS:-300}  # per group and sweep: rope, attention, FlexAttention
+  local groups=" ${BENCH_GROUPS:-rope attention flex} "
+  local sweeps=${ATTN_SWEEPS:-"--quick"}
+  local providers=${ATTN_PROVIDERS:-"pykernels sdpa:* naive"}
+  if [[ $groups == *" rope "* ]]; then
     timeout $((cap + 60)) $PY -m profiling.bench --ops rope --results "$OUTDIR/bench" --max-seconds "$cap" || rc=1
   fi
-  if [[ " ${BENCH_GROUPS:-rope attention flex} " == *" attention "* ]]; then
-    timeout $((cap + 60)) $PY -m profiling.bench --ops attention --quick --providers pykernels 'sdpa:*' naive \
-      --results "$OUTDIR/bench" --max-seconds "$cap" ${BENCH_ARGS:-} || rc=1
-  fi
-  if [[ " ${BENCH_GROUPS:-rope attention flex} " == *" flex "* ]]; then
-    timeout $((cap + 60)) $PY -m profiling.bench --ops attention --quick --providers flex \
-      --results "$OUTDIR/bench" --max-seconds "$cap" ${BENCH_ARGS:-} || rc=1
-  fi
-  if [[ " ${BENCH_GROUPS:-rope attention flex} " == *" pytest "* ]]; then
+  IFS=';' read -ra sweep_list <<< "$sweeps"
+  for sweep in "${sweep_list[@]}"; do
+    if [[ $groups == *" attention "* ]]; then
+      timeout $((cap + 60)) $PY -m profiling.bench --ops attention $sweep --providers $providers \
+        --results "$OUTDIR/bench" --max-seconds "$cap" --no-charts || rc=1
+    fi
+    if [[ $groups == *" flex "* ]]; then
+      timeout $((cap + 60)) $PY -m profiling.bench --ops attention $sweep --providers flex \
+        --results "$OUTDIR/bench" --max-seconds "$cap" --no-charts || rc=1
+    fi
+  done
+  if [[ $groups == *" pytest "* ]]; then
     # The pytest-benchmark suite (benchmarks/): every op and backend, synchronised inside the timed call.
     timeout $((cap + 60)) $PY -m pytest -q -p no:cacheprovider benchmarks \
       --benchmark-json "$OUTDIR/bench/pytest_benchmark.json" || rc=1

@@ -9,22 +9,28 @@
 // Pair i is (x[i], x[i + R/2]) in the GPT-NeoX layout and (x[2i], x[2i+1]) in
 // the GPT-J (interleaved) layout. Features R..D-1 pass through untouched.
 //
-// Work split. A thread owns one (token, item) pair and walks the rows of that
-// token: the q heads, then the k heads (one launch serves both), from its
-// block's row chunk (blockIdx.y). Item g < R/2 / VEC rotates VEC consecutive
-// frequencies f0 = g VEC..: two 16-byte loads and stores per row (neox: at f0
-// and R/2 + f0; interleaved: 2 VEC contiguous elements). Item g past those,
-// only when the output is a separate tensor, copies one vector of the
-// pass-through tail. The items of a token sit on consecutive threads, so a
-// warp's accesses cover whole 16-byte chunks of a few rows at once, in every
-// layout whose last dimension is contiguous.
+// Work split. A thread owns one (token, item) pair and a lane among the
+// head_lanes lanes of that item: it walks the rows (the q heads, then the k
+// heads: one launch serves both) of its token numbered lane, lane +
+// head_lanes, ... within its block's row chunk (blockIdx.y). Item g < R/2 /
+// VEC rotates VEC consecutive frequencies f0 = g VEC..: two 16-byte loads and
+// stores per row (neox: at f0 and R/2 + f0; interleaved: 2 VEC contiguous
+// elements). Item g past those, only when the output is a separate tensor,
+// copies one vector of the pass-through tail. Items are fastest across
+// threads, then head lanes, so a warp covers head_lanes whole consecutive rows
+// of one token (32 / items per row of them: 4 rows, 1 KB, for bf16 d = 128)
+// and walks on through that token's contiguous rows.
 //
-// Why this shape: cos/sin depend on (token, item) only, so a thread fetches
-// or computes them once and reuses them for every head; and a thread loads
-// kRowsPerStep rows before it rotates any, so each thread has 128 bytes (not
-// 32) in flight. The previous split (one item per thread per step, items
-// numbered token-major) re-read the table once per item and measured 72.5% of
-// the copy bandwidth on an H200 (2026-11-22).
+// Why this shape (H200, q and k of (8, 4096, 32, 128) bf16, 2026-11-22):
+// * cos/sin depend on (token, item) only, so a thread fetches or computes
+//   them once and reuses them for every head it rotates;
+// * a thread loads kRowsPerStep rows before it rotates any (128 bytes in
+//   flight per thread, not 32);
+// * a warp's accesses stay on one token's contiguous rows. With a warp spread
+//   over 4 tokens instead (one thread per item walking every head) the same
+//   kernel fell from 72.5% to 56% of the copy bandwidth.
+// The first split (one item per thread per step, items numbered token-major)
+// re-read the table once per item and measured 72.5%.
 //
 // cos/sin come either from a float32 table (cache_len, R/2) indexed by
 // position (the default: precomputed in float64, any scaling, any attention
@@ -185,19 +191,75 @@ __device__ __forceinline__ void rotate_pairs(float (&a)[VEC], float (&b)[VEC], c
   }
 }
 
-// The launch geometry (host side: rotary_launch.cu, and the CuPy backend in
-// Python). `lanes` threads serve one token; a block holds tokens_per_block
-// tokens; blockIdx.y picks a chunk of rows_per_chunk rows.
+// Rows src + m * src_step, m < n (and dst likewise): every load of a step of
+// kRowsPerStep rows is issued before the first is used.
+template <typename T, int VEC, bool INTERLEAVED>
+__device__ __forceinline__ void rotate_rows(const T* src, T* dst, index_t src_step, index_t dst_step, int n, int e1,
+                                            int e2, const float (&c)[VEC], const float (&s)[VEC]) {
+  using V = Vec<T, VEC>;
+  for (int m0 = 0; m0 < n; m0 += kRowsPerStep) {
+    V a[kRowsPerStep], b[kRowsPerStep];
+#pragma unroll
+    for (int u = 0; u < kRowsPerStep; ++u) {
+      if (m0 + u < n) {
+        const T* row = src + (m0 + u) * src_step;
+        a[u] = *reinterpret_cast<const V*>(row + e1);
+        b[u] = *reinterpret_cast<const V*>(row + e2);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kRowsPerStep; ++u) {
+      if (m0 + u < n) {
+        float x1[VEC], x2[VEC];
+        unpack_vec<T, VEC>(a[u], x1);
+        unpack_vec<T, VEC>(b[u], x2);
+        rotate_pairs<VEC, INTERLEAVED>(x1, x2, c, s);
+        T* row = dst + (m0 + u) * dst_step;
+        store_vec<T, VEC>(row + e1, x1);
+        store_vec<T, VEC>(row + e2, x2);
+      }
+    }
+  }
+}
+
+// The pass-through tail of a separate output: one vector per row.
+template <typename T, int VEC>
+__device__ __forceinline__ void copy_rows(const T* src, T* dst, index_t src_step, index_t dst_step, int n) {
+  using V = Vec<T, VEC>;
+  for (int m0 = 0; m0 < n; m0 += kRowsPerStep) {
+    V v[kRowsPerStep];
+#pragma unroll
+    for (int u = 0; u < kRowsPerStep; ++u)
+      if (m0 + u < n) v[u] = *reinterpret_cast<const V*>(src + (m0 + u) * src_step);
+#pragma unroll
+    for (int u = 0; u < kRowsPerStep; ++u)
+      if (m0 + u < n) *reinterpret_cast<V*>(dst + (m0 + u) * dst_step) = v[u];
+  }
+}
+
+// The launch geometry, shared by the kernel and its launchers (rotary_launch.cu;
+// the CuPy backend repeats it in Python). head_lanes threads share an item
+// (enough of them that a token's lanes fill a warp); token_lanes threads serve
+// one token (capped at a block, in which case threads loop over items).
+__host__ __device__ inline int rotary_head_lanes(int items_per_row) {
+  return items_per_row >= 32 ? 1 : 32 / items_per_row;
+}
+__host__ __device__ inline int rotary_token_lanes(int items_per_row) {
+  const int lanes = items_per_row * rotary_head_lanes(items_per_row);
+  return lanes < kThreads ? lanes : kThreads;
+}
+
+// A block holds tokens_per_block tokens; blockIdx.y picks a chunk of
+// rows_per_chunk rows, when there are too few tokens to fill the GPU.
 struct RotaryGrid {
-  int lanes, tokens_per_block, rows_per_chunk, blocks_y;
+  int tokens_per_block, rows_per_chunk, blocks_y;
   long long blocks_x;
 };
 
 #ifndef __CUDACC_RTC__
 inline RotaryGrid rotary_grid(int items_per_row, int rows, long long n_tokens) {
   RotaryGrid g{};
-  g.lanes = items_per_row < kThreads ? items_per_row : kThreads;
-  g.tokens_per_block = kThreads / g.lanes;
+  g.tokens_per_block = kThreads / rotary_token_lanes(items_per_row);
   g.blocks_x = (n_tokens + g.tokens_per_block - 1) / g.tokens_per_block;
   const long long wanted = (kTargetBlocks + g.blocks_x - 1) / g.blocks_x;
   const long long most = rows / kMinRowsPerChunk > 1 ? rows / kMinRowsPerChunk : 1;
@@ -229,12 +291,15 @@ __global__ void __launch_bounds__(kThreads)
                   const index_t* __restrict__ ids, index_t ids_sb, index_t ids_ss, int seq_step, index_t offset,  //
                   index_t n_tokens, int seqlen, int rot_half, int tail_vecs, int conjugate, int tokens_per_block,
                   int rows_per_chunk) {
-  using V = Vec<T, VEC>;
   const int groups = rot_half / VEC;
   const int items_per_row = groups + tail_vecs;
-  const int lanes = items_per_row < kThreads ? items_per_row : kThreads;
-  const int local = static_cast<int>(threadIdx.x) / lanes;
-  if (local >= tokens_per_block) return;  // the block's spare threads (kThreads % lanes)
+  const int head_lanes = rotary_head_lanes(items_per_row);
+  const int token_lanes = rotary_token_lanes(items_per_row);
+  const int item_lanes = token_lanes / head_lanes;  // items_per_row, or kThreads when a row has more
+  const int local = static_cast<int>(threadIdx.x) / token_lanes;
+  if (local >= tokens_per_block) return;  // the block's spare threads (kThreads % token_lanes)
+  const int within = static_cast<int>(threadIdx.x) - local * token_lanes;
+  const int lane = within / item_lanes;  // this thread's rows: row_lo + lane + head_lanes m
   const index_t token = static_cast<index_t>(blockIdx.x) * tokens_per_block + local;
   if (token >= n_tokens) return;
   const index_t b = token / seqlen;
@@ -243,60 +308,34 @@ __global__ void __launch_bounds__(kThreads)
   const int rows = q_heads + k_heads;
   const int row_hi = row_lo + rows_per_chunk < rows ? row_lo + rows_per_chunk : rows;
 
-  // Row r of this token: q head r, or k head r - q_heads.
-  const T* q_src = q + b * q_sb + sq * q_ss;
-  T* q_dst = q_out + b * qo_sb + sq * qo_ss;
-  const T* k_src = k + b * k_sb + sq * k_ss;
-  T* k_dst = k_out + b * ko_sb + sq * ko_ss;
-  auto src_row = [&](int r) { return r < q_heads ? q_src + r * q_sh : k_src + (r - q_heads) * k_sh; };
-  auto dst_row = [&](int r) { return r < q_heads ? q_dst + r * qo_sh : k_dst + (r - q_heads) * ko_sh; };
+  // This thread's rows are row_lo + lane + head_lanes m, below row_hi: first
+  // n_q of them in q (head = row), then n_k in k (head = row - q_heads).
+  auto count = [&](int first, int end) { return first < end ? (end - first + head_lanes - 1) / head_lanes : 0; };
+  const int first = row_lo + lane;
+  const int n_q = count(first, row_hi < q_heads ? row_hi : q_heads);
+  const int first_k = first + head_lanes * count(first, q_heads);
+  const int n_k = count(first_k, row_hi);
+  const T* q_src = q + b * q_sb + sq * q_ss + first * q_sh;
+  T* q_dst = q_out + b * qo_sb + sq * qo_ss + first * qo_sh;
+  const T* k_src = k + b * k_sb + sq * k_ss + (first_k - q_heads) * k_sh;
+  T* k_dst = k_out + b * ko_sb + sq * ko_ss + (first_k - q_heads) * ko_sh;
 
-  for (int g = static_cast<int>(threadIdx.x) - local * lanes; g < items_per_row; g += lanes) {
+  for (int g = within - lane * item_lanes; g < items_per_row; g += item_lanes) {
     if (g >= groups) {  // pass-through tail of a separate output: copy one vector per row
       const int e = 2 * rot_half + (g - groups) * VEC;
-      for (int r0 = row_lo; r0 < row_hi; r0 += kRowsPerStep) {
-        V v[kRowsPerStep];
-#pragma unroll
-        for (int u = 0; u < kRowsPerStep; ++u)
-          if (r0 + u < row_hi) v[u] = *reinterpret_cast<const V*>(src_row(r0 + u) + e);
-#pragma unroll
-        for (int u = 0; u < kRowsPerStep; ++u)
-          if (r0 + u < row_hi) *reinterpret_cast<V*>(dst_row(r0 + u) + e) = v[u];
-      }
+      copy_rows<T, VEC>(q_src + e, q_dst + e, head_lanes * q_sh, head_lanes * qo_sh, n_q);
+      copy_rows<T, VEC>(k_src + e, k_dst + e, head_lanes * k_sh, head_lanes * ko_sh, n_k);
       continue;
     }
-
-    // cos/sin once per (token, item), for every row below.
+    // cos/sin once per (token, item), for every row.
     const int f0 = g * VEC;
     const index_t pos = offset + sq * seq_step + (ids != nullptr ? ids[b * ids_sb + sq * ids_ss] : 0);
     float c[VEC], s[VEC];
     cos_sin_at<VEC, FREQS_IN_KERNEL>(cos_or_inv_freq, sin_table, table_stride, cache_len, freq_scale, pos, f0,
                                      conjugate ? -1.f : 1.f, c, s);
     const int e1 = first_vector<INTERLEAVED>(f0), e2 = second_vector<INTERLEAVED, VEC>(rot_half, f0);
-    for (int r0 = row_lo; r0 < row_hi; r0 += kRowsPerStep) {
-      // Every load of the step is issued before the first use.
-      V a[kRowsPerStep], bv[kRowsPerStep];
-#pragma unroll
-      for (int u = 0; u < kRowsPerStep; ++u) {
-        if (r0 + u < row_hi) {
-          const T* src = src_row(r0 + u);
-          a[u] = *reinterpret_cast<const V*>(src + e1);
-          bv[u] = *reinterpret_cast<const V*>(src + e2);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kRowsPerStep; ++u) {
-        if (r0 + u < row_hi) {
-          float x1[VEC], x2[VEC];
-          unpack_vec<T, VEC>(a[u], x1);
-          unpack_vec<T, VEC>(bv[u], x2);
-          rotate_pairs<VEC, INTERLEAVED>(x1, x2, c, s);
-          T* dst = dst_row(r0 + u);
-          store_vec<T, VEC>(dst + e1, x1);
-          store_vec<T, VEC>(dst + e2, x2);
-        }
-      }
-    }
+    rotate_rows<T, VEC, INTERLEAVED>(q_src, q_dst, head_lanes * q_sh, head_lanes * qo_sh, n_q, e1, e2, c, s);
+    rotate_rows<T, VEC, INTERLEAVED>(k_src, k_dst, head_lanes * k_sh, head_lanes * ko_sh, n_k, e1, e2, c, s);
   }
 }
 

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #define __global__
+#define __host__
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(threads)

@@ -93,8 +93,9 @@ def _vector_width(q, k, q_out, k_out, table, sin, rot_half: int) -> int:
 def grid(items_per_row: int, rows: int, n_tokens: int, geometry: Tuple[int, int, int]) -> Tuple[int, int, int, int]:
     """rotary.cuh's ``rotary_grid``: ``(tokens_per_block, rows_per_chunk, blocks_x, blocks_y)``."""
     threads, target_blocks, min_rows = geometry
-    lanes = min(items_per_row, threads)
-    tokens_per_block = threads // lanes
+    head_lanes = 1 if items_per_row >= 32 else 32 // items_per_row  # rotary_head_lanes
+    token_lanes = min(items_per_row * head_lanes, threads)  # rotary_token_lanes
+    tokens_per_block = threads // token_lanes
     blocks_x = -(-n_tokens // tokens_per_block)
     chunks = min(-(-target_blocks // blocks_x), max(1, rows // min_rows))
     rows_per_chunk = -(-rows // chunks)
