@@ -7,7 +7,7 @@
 #   BENCH_GROUPS="rope attention flex pytest"           # bench groups (pytest = benchmarks/)
 #   ATTN_SWEEPS="--quick; --variants causal --head-dims 64"  # attention sweeps, ';'-separated
 #
-# Stages: build native test sanitize long ropedev bench profile notebooks (long:
+# Stages: build native test sanitize long ropedev ropevariants bench profile notebooks (long:
 # the 1M-token scale run; ropedev: scripts/bench_rope_dev.py). Each stage logs to
 # OUTDIR/<stage>.log and a failed stage does not stop the next one; the exit
 # code is non-zero if any stage failed. OUTDIR/gpu_check.json records the GPU,
@@ -81,6 +81,11 @@ stage_ropedev() {
   $PY scripts/bench_rope_dev.py --out "$OUTDIR/rope_dev.jsonl"
 }
 
+stage_ropevariants() {
+  # The rotary kernel's launch constants, compiled as variants through NVRTC (scripts/bench_rope_variants.py).
+  $PY scripts/bench_rope_variants.py --out "$OUTDIR/rope_variants.jsonl"
+}
+
 stage_bench() {
   # One long results table (OUTDIR/bench/bench.jsonl); providers split so that a
   # slow compile (FlexAttention) cannot starve the others of the time limit.
@@ -136,6 +141,7 @@ run_stage test stage_test
 run_stage sanitize stage_sanitize
 run_stage long stage_long
 run_stage ropedev stage_ropedev
+run_stage ropevariants stage_ropevariants
 run_stage bench stage_bench
 run_stage profile stage_profile
 run_stage notebooks stage_notebooks

@@ -54,8 +54,22 @@ using index_t = long long;
 // Threads per block; rows loaded together by one thread; and the grid the
 // launchers aim for: with few tokens, the rows are split into chunks of at
 // least kMinRowsPerChunk until about kTargetBlocks blocks exist (rotary_grid).
-constexpr int kThreads = 256;
-constexpr int kRowsPerStep = 4;
+// PK_ROPE_* override them for scripts/bench_rope_variants.py, which compiles
+// variants through NVRTC to pick these values; builds use the defaults.
+#ifndef PK_ROPE_THREADS
+#define PK_ROPE_THREADS 256
+#endif
+#ifndef PK_ROPE_ROWS_PER_STEP
+#define PK_ROPE_ROWS_PER_STEP 4
+#endif
+#ifndef PK_ROPE_MIN_BLOCKS
+#define PK_ROPE_MIN_BLOCKS 1
+#endif
+#ifndef PK_ROPE_STREAM  // 1: streaming cache hints (.cs) on the 16-bit vector path
+#define PK_ROPE_STREAM 0
+#endif
+constexpr int kThreads = PK_ROPE_THREADS;
+constexpr int kRowsPerStep = PK_ROPE_ROWS_PER_STEP;
 constexpr int kTargetBlocks = 2048;
 constexpr int kMinRowsPerChunk = 16;
 
@@ -90,11 +104,9 @@ __device__ __forceinline__ void unpack_vec(const Vec<T, N>& raw, float (&out)[N]
 }
 
 template <typename T, int N>
-__device__ __forceinline__ void store_vec(T* p, const float (&in)[N]) {
-  Vec<T, N> raw;
+__device__ __forceinline__ void pack_vec(const float (&in)[N], Vec<T, N>& raw) {
 #pragma unroll
   for (int j = 0; j < N; ++j) raw.v[j] = from_float<T>(in[j]);
-  *reinterpret_cast<Vec<T, N>*>(p) = raw;
 }
 
 // N float32 table entries, as 16-byte loads when N is a multiple of 4 (the
@@ -191,12 +203,123 @@ __device__ __forceinline__ void rotate_pairs(float (&a)[VEC], float (&b)[VEC], c
   }
 }
 
+// The 16-bit vector path on the device works on whole 32-bit words: a uint4
+// load, two elements per word unpacked with bit operations and packed back
+// by one cvt.rn.{bf16,f16}x2. Element by element through Vec<__nv_bfloat16, 8>,
+// the kernel took 128-154 registers (bf16) against 104 for fp16, which capped
+// it at 2 blocks per SM.
+template <typename T>
+struct IsBf16 {
+  static constexpr bool value = false;
+};
+template <>
+struct IsBf16<__nv_bfloat16> {
+  static constexpr bool value = true;
+};
+
+#if defined(__CUDA_ARCH__)
+template <bool kBf16>
+__device__ __forceinline__ void unpack_word(unsigned w, float& lo, float& hi) {
+  if constexpr (kBf16) {
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xffff0000u);
+  } else {
+    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.f32.f16 %0, l;\n cvt.f32.f16 %1, h;\n}\n"
+        : "=f"(lo), "=f"(hi)
+        : "r"(w));
+  }
+}
+
+template <bool kBf16>
+__device__ __forceinline__ unsigned pack_word(float lo, float hi) {
+  unsigned w;
+  if constexpr (kBf16) {
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(w) : "f"(hi), "f"(lo));
+  } else {
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(w) : "f"(hi), "f"(lo));
+  }
+  return w;
+}
+
+__device__ __forceinline__ uint4 load_words(const void* p) {
+#if PK_ROPE_STREAM
+  uint4 r;
+  asm volatile("ld.global.cs.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+#else
+  return *static_cast<const uint4*>(p);
+#endif
+}
+
+__device__ __forceinline__ void store_words(void* p, uint4 v) {
+#if PK_ROPE_STREAM
+  asm volatile("st.global.cs.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w));
+#else
+  *static_cast<uint4*>(p) = v;
+#endif
+}
+
+template <bool kBf16>
+__device__ __forceinline__ void unpack_words(uint4 v, float (&out)[8]) {
+  unpack_word<kBf16>(v.x, out[0], out[1]);
+  unpack_word<kBf16>(v.y, out[2], out[3]);
+  unpack_word<kBf16>(v.z, out[4], out[5]);
+  unpack_word<kBf16>(v.w, out[6], out[7]);
+}
+
+template <bool kBf16>
+__device__ __forceinline__ uint4 pack_words(const float (&in)[8]) {
+  return make_uint4(pack_word<kBf16>(in[0], in[1]), pack_word<kBf16>(in[2], in[3]), pack_word<kBf16>(in[4], in[5]),
+                    pack_word<kBf16>(in[6], in[7]));
+}
+
+template <typename T, bool INTERLEAVED>
+__device__ __forceinline__ void rotate_rows_words(const T* src, T* dst, index_t src_step, index_t dst_step, int n,
+                                                  int e1, int e2, const float (&c)[8], const float (&s)[8]) {
+  constexpr bool kBf16 = IsBf16<T>::value;
+#pragma unroll 1
+  for (int m0 = 0; m0 < n; m0 += kRowsPerStep) {
+    uint4 a[kRowsPerStep], b[kRowsPerStep];
+#pragma unroll
+    for (int u = 0; u < kRowsPerStep; ++u) {
+      if (m0 + u < n) {
+        const T* row = src + (m0 + u) * src_step;
+        a[u] = load_words(row + e1);
+        b[u] = load_words(row + e2);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kRowsPerStep; ++u) {
+      if (m0 + u < n) {
+        float x1[8], x2[8];
+        unpack_words<kBf16>(a[u], x1);
+        unpack_words<kBf16>(b[u], x2);
+        rotate_pairs<8, INTERLEAVED>(x1, x2, c, s);
+        T* row = dst + (m0 + u) * dst_step;
+        store_words(row + e1, pack_words<kBf16>(x1));
+        store_words(row + e2, pack_words<kBf16>(x2));
+      }
+    }
+  }
+}
+#endif  // __CUDA_ARCH__
+
 // Rows src + m * src_step, m < n (and dst likewise): every load of a step of
-// kRowsPerStep rows is issued before the first is used.
+// kRowsPerStep rows is issued before the first is used, and each row is
+// rotated into its own load registers (no float copy of the step is kept).
 template <typename T, int VEC, bool INTERLEAVED>
 __device__ __forceinline__ void rotate_rows(const T* src, T* dst, index_t src_step, index_t dst_step, int n, int e1,
                                             int e2, const float (&c)[VEC], const float (&s)[VEC]) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(T) == 2 && VEC == 8) {
+    rotate_rows_words<T, INTERLEAVED>(src, dst, src_step, dst_step, n, e1, e2, c, s);
+    return;
+  }
+#endif
   using V = Vec<T, VEC>;
+#pragma unroll 1  // one step's loads in flight at a time: unrolling only adds registers
   for (int m0 = 0; m0 < n; m0 += kRowsPerStep) {
     V a[kRowsPerStep], b[kRowsPerStep];
 #pragma unroll
@@ -214,9 +337,11 @@ __device__ __forceinline__ void rotate_rows(const T* src, T* dst, index_t src_st
         unpack_vec<T, VEC>(a[u], x1);
         unpack_vec<T, VEC>(b[u], x2);
         rotate_pairs<VEC, INTERLEAVED>(x1, x2, c, s);
+        pack_vec<T, VEC>(x1, a[u]);
+        pack_vec<T, VEC>(x2, b[u]);
         T* row = dst + (m0 + u) * dst_step;
-        store_vec<T, VEC>(row + e1, x1);
-        store_vec<T, VEC>(row + e2, x2);
+        *reinterpret_cast<V*>(row + e1) = a[u];
+        *reinterpret_cast<V*>(row + e2) = b[u];
       }
     }
   }
@@ -226,6 +351,7 @@ __device__ __forceinline__ void rotate_rows(const T* src, T* dst, index_t src_st
 template <typename T, int VEC>
 __device__ __forceinline__ void copy_rows(const T* src, T* dst, index_t src_step, index_t dst_step, int n) {
   using V = Vec<T, VEC>;
+#pragma unroll 1
   for (int m0 = 0; m0 < n; m0 += kRowsPerStep) {
     V v[kRowsPerStep];
 #pragma unroll
@@ -281,7 +407,7 @@ inline RotaryGrid rotary_grid(int items_per_row, int rows, long long n_tokens) {
 // in place. In FREQS_IN_KERNEL mode cos_or_inv_freq is inv_freq (R/2,) and
 // sin_table, table_stride and cache_len are unused. The grid is rotary_grid's.
 template <typename T, int VEC, bool INTERLEAVED, bool FREQS_IN_KERNEL>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, PK_ROPE_MIN_BLOCKS)
     rotary_kernel(const T* q, T* q_out, index_t q_sb, index_t q_ss, index_t q_sh, index_t qo_sb, index_t qo_ss,
                   index_t qo_sh, int q_heads,                                                    //
                   const T* k, T* k_out, index_t k_sb, index_t k_ss, index_t k_sh, index_t ko_sb, index_t ko_ss,
