@@ -575,8 +575,8 @@ def host_kernel(tmp_path_factory):
     cmd = [cxx, "-O1", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{root}/rope/emulation", f"-I{root}",
            f"{root}/rope/emulation/rotary_host.cpp", "-o", lib]
     done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"the host emulation does not build here ({' '.join(cmd)}): {done.stderr[-500:]}")
+    if done.returncode != 0:  # a compiler is there, so this is a bug in the kernel source or the stand-ins
+        pytest.fail(f"the host emulation does not build ({' '.join(cmd)}): {done.stderr[-1500:]}")
     return ctypes.CDLL(lib)
 
 

@@ -11,7 +11,7 @@
 #define __host__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(threads)
+#define __launch_bounds__(...)
 
 struct EmulatedDim3 {
   unsigned x = 0, y = 0, z = 0;
