@@ -24,11 +24,16 @@
 // Why this shape (H200, q and k of (8, 4096, 32, 128) bf16, 2026-11-22):
 // * cos/sin depend on (token, item) only, so a thread fetches or computes
 //   them once and reuses them for every head it rotates;
-// * a thread loads kRowsPerStep rows before it rotates any (128 bytes in
-//   flight per thread, not 32);
 // * a warp's accesses stay on one token's contiguous rows. With a warp spread
-//   over 4 tokens instead (one thread per item walking every head) the same
-//   kernel fell from 72.5% to 56% of the copy bandwidth.
+//   over 4 tokens instead (one thread per item walking every head) the kernel
+//   fell from 72.5% to 56% of the copy bandwidth;
+// * a thread loads kRowsPerStep rows before it rotates any. The constants
+//   below won scripts/bench_rope_variants.py (profiling/results/
+//   h200-2026-11-22b/checks/rope_variants_0a79399.jsonl): 2 rows per step,
+//   256 threads, no register cap gave 92.5% of the copy bandwidth; 4 rows
+//   took 132 registers (1 block per SM) and 67%, 4 rows capped at 128
+//   registers 88%, 8 rows 91%, 128 or 512 threads 90% and 85%, streaming
+//   cache hints changed nothing.
 // The first split (one item per thread per step, items numbered token-major)
 // re-read the table once per item and measured 72.5%.
 //
@@ -60,7 +65,7 @@ using index_t = long long;
 #define PK_ROPE_THREADS 256
 #endif
 #ifndef PK_ROPE_ROWS_PER_STEP
-#define PK_ROPE_ROWS_PER_STEP 4
+#define PK_ROPE_ROWS_PER_STEP 2
 #endif
 #ifndef PK_ROPE_MIN_BLOCKS
 #define PK_ROPE_MIN_BLOCKS 1
