@@ -24,7 +24,7 @@ def test_rope(benchmark, provider, shape):
             pytest.skip(f"{provider}: {st.reason}")
         cos, sin = pykernels.RotaryEmbedding(d, base=ROPE_BASE).cos_sin(torch.arange(s, device=device))
         with _pykernels_backend(backend):
-            run_benchmark(benchmark, lambda: (pykernels.apply_rotary(q, cos, sin), pykernels.apply_rotary(k, cos, sin)))
+            run_benchmark(benchmark, lambda: pykernels.apply_rotary(q, cos, sin, k=k))  # q and k in one launch
     else:
         cos, sin = hf_cos_sin(s, d, device, dtype)
         fn = hf_rope if provider == "hf_eager" else _compiled_rope()
