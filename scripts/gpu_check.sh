@@ -112,7 +112,8 @@ stage_bench() {
   done
   if [[ $groups == *" pytest "* ]]; then
     # The pytest-benchmark suite (benchmarks/): every op and backend, synchronised inside the timed call.
-    timeout $((cap + 60)) $PY -m pytest -q -p no:cacheprovider benchmarks ${PYTEST_BENCH_ARGS:-} \
+    # PYTEST_BENCH_K: a -k expression selecting a subset (e.g. "rope or (causal and S4K)").
+    timeout $((cap + 60)) $PY -m pytest -q -p no:cacheprovider benchmarks ${PYTEST_BENCH_K:+-k "$PYTEST_BENCH_K"} \
       --benchmark-json "$OUTDIR/bench/pytest_benchmark.json" || rc=1
   fi
   $PY -m profiling.charts "$OUTDIR/bench/bench.jsonl" --out "$OUTDIR/bench" || rc=1
