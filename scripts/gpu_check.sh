@@ -96,6 +96,7 @@ stage_bench() {
   local groups=" ${BENCH_GROUPS:-rope attention flex} "
   local sweeps=${ATTN_SWEEPS:-"--quick"}
   local providers=${ATTN_PROVIDERS:-"pykernels sdpa:* naive"}
+  mkdir -p "$OUTDIR/bench"
   if [[ $groups == *" rope "* ]]; then
     timeout $((cap + 60)) $PY -m profiling.bench --ops rope --results "$OUTDIR/bench" --max-seconds "$cap" || rc=1
   fi
@@ -116,7 +117,9 @@ stage_bench() {
     timeout $((cap + 60)) $PY -m pytest -q -p no:cacheprovider benchmarks ${PYTEST_BENCH_K:+-k "$PYTEST_BENCH_K"} \
       --benchmark-json "$OUTDIR/bench/pytest_benchmark.json" || rc=1
   fi
-  $PY -m profiling.charts "$OUTDIR/bench/bench.jsonl" --out "$OUTDIR/bench" || rc=1
+  if [ -f "$OUTDIR/bench/bench.jsonl" ]; then
+    $PY -m profiling.charts "$OUTDIR/bench/bench.jsonl" --out "$OUTDIR/bench" || rc=1
+  fi
   return $rc
 }
 
