@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 
 import torch
@@ -24,7 +23,14 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from profiling.common import cover_host_overhead, environment  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from bench_rope_dev import time_ms as _time_ms  # noqa: E402
+from profiling.common import environment  # noqa: E402
+
+
+def time_ms(fn) -> float:
+    """Median ms per call (bench_rope_dev's timing: warm-up, host overhead covered)."""
+    return _time_ms(fn, reps=30, warmup=3, device=torch.device("cuda"), inner=1)[0]
 
 VARIANTS = {  # name -> macros
     "default": {},
@@ -37,23 +43,6 @@ VARIANTS = {  # name -> macros
     "threads128-minblocks4": {"PK_ROPE_THREADS": 128, "PK_ROPE_MIN_BLOCKS": 4},
     "threads512-minblocks1": {"PK_ROPE_THREADS": 512, "PK_ROPE_MIN_BLOCKS": 1},
 }
-
-
-def time_ms(fn, reps=30, inner=5):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        cover_host_overhead(torch.device("cuda"))
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / inner)
-    return statistics.median(times)
 
 
 def main() -> int:

@@ -125,19 +125,6 @@ struct DqTileShape {
 // ---------------------------------------------------------------------------
 // Small helpers.
 
-// Two 16-bit values of one register -> floats (low half first, memory order).
-template <bool kIsBf16>
-__device__ __forceinline__ void unpack_float2(unsigned r, float& lo, float& hi) {
-  if constexpr (kIsBf16) {
-    lo = __uint_as_float(r << 16);
-    hi = __uint_as_float(r & 0xffff0000u);
-  } else {
-    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.f32.f16 %0, l;\n cvt.f32.f16 %1, h;\n}\n"
-        : "=f"(lo), "=f"(hi)
-        : "r"(r));
-  }
-}
-
 __device__ __forceinline__ void st_shared_u32(unsigned addr, unsigned v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v));
 }

@@ -1,12 +1,13 @@
-// Tensor-core building blocks of the attention kernels: ldmatrix, mma.sync
-// m16n8k16 and packing float pairs into 16-bit pairs.
+// Tensor-core building blocks of the attention kernels: ldmatrix and mma.sync
+// m16n8k16 (packing float pairs into 16-bit pairs: common/half_pairs.cuh).
 //
 // Why hand-written PTX instead of CuTe atoms: the CuPy backend compiles these
 // same headers with NVRTC, and CuTe pulls in host headers (<cstdint>,
 // <type_traits> via cuda/std, <cassert>) whose NVRTC support depends on the
 // CUDA and CUTLASS versions installed; the whole kernel needs only the four
 // instructions below, so a dozen lines of PTX keep every header self-contained
-// (no include at all) and identical under nvcc and NVRTC.
+// (no include but common/half_pairs.cuh, itself PTX) and identical under nvcc
+// and NVRTC.
 //
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"), for lane
 // l with g = l / 4 and t = l % 4:
@@ -16,6 +17,8 @@
 // ldmatrix.x4 loads four 8x8 tiles: lanes 8i..8i+7 give the row addresses of
 // tile i, and every lane receives (row g, cols 2t..2t+1) of each tile.
 #pragma once
+
+#include "common/half_pairs.cuh"
 
 namespace pykernels {
 namespace attention {
@@ -59,19 +62,6 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const unsigned (&a)[4],
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
-}
-
-// (lo, hi) floats -> one register holding two 16-bit values, lo in the low
-// half (element order in memory). cvt packs its first source into the high half.
-template <bool kIsBf16>
-__device__ __forceinline__ unsigned pack_float2(float lo, float hi) {
-  unsigned r;
-  if constexpr (kIsBf16) {
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  } else {
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  }
-  return r;
 }
 
 }  // namespace attention

@@ -50,6 +50,10 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#if defined(__CUDACC__)  // nvcc and NVRTC; the host emulation (g++) has no PTX
+#include "common/half_pairs.cuh"
+#endif
+
 namespace pykernels {
 namespace rope {
 
@@ -210,7 +214,7 @@ __device__ __forceinline__ void rotate_pairs(float (&a)[VEC], float (&b)[VEC], c
 
 // The 16-bit vector path on the device works on whole 32-bit words: a uint4
 // load, two elements per word unpacked with bit operations and packed back
-// by one cvt.rn.{bf16,f16}x2. Element by element through Vec<__nv_bfloat16, 8>,
+// by one cvt.rn.{bf16,f16}x2 (common/half_pairs.cuh). Element by element through Vec<__nv_bfloat16, 8>,
 // the kernel took 128-154 registers (bf16) against 104 for fp16, which capped
 // it at 2 blocks per SM.
 template <typename T>
@@ -223,29 +227,6 @@ struct IsBf16<__nv_bfloat16> {
 };
 
 #if defined(__CUDA_ARCH__)
-template <bool kBf16>
-__device__ __forceinline__ void unpack_word(unsigned w, float& lo, float& hi) {
-  if constexpr (kBf16) {
-    lo = __uint_as_float(w << 16);
-    hi = __uint_as_float(w & 0xffff0000u);
-  } else {
-    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.f32.f16 %0, l;\n cvt.f32.f16 %1, h;\n}\n"
-        : "=f"(lo), "=f"(hi)
-        : "r"(w));
-  }
-}
-
-template <bool kBf16>
-__device__ __forceinline__ unsigned pack_word(float lo, float hi) {
-  unsigned w;
-  if constexpr (kBf16) {
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(w) : "f"(hi), "f"(lo));
-  } else {
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(w) : "f"(hi), "f"(lo));
-  }
-  return w;
-}
-
 __device__ __forceinline__ uint4 load_words(const void* p) {
 #if PK_ROPE_STREAM
   uint4 r;
@@ -268,16 +249,16 @@ __device__ __forceinline__ void store_words(void* p, uint4 v) {
 
 template <bool kBf16>
 __device__ __forceinline__ void unpack_words(uint4 v, float (&out)[8]) {
-  unpack_word<kBf16>(v.x, out[0], out[1]);
-  unpack_word<kBf16>(v.y, out[2], out[3]);
-  unpack_word<kBf16>(v.z, out[4], out[5]);
-  unpack_word<kBf16>(v.w, out[6], out[7]);
+  unpack_float2<kBf16>(v.x, out[0], out[1]);
+  unpack_float2<kBf16>(v.y, out[2], out[3]);
+  unpack_float2<kBf16>(v.z, out[4], out[5]);
+  unpack_float2<kBf16>(v.w, out[6], out[7]);
 }
 
 template <bool kBf16>
 __device__ __forceinline__ uint4 pack_words(const float (&in)[8]) {
-  return make_uint4(pack_word<kBf16>(in[0], in[1]), pack_word<kBf16>(in[2], in[3]), pack_word<kBf16>(in[4], in[5]),
-                    pack_word<kBf16>(in[6], in[7]));
+  return make_uint4(pack_float2<kBf16>(in[0], in[1]), pack_float2<kBf16>(in[2], in[3]),
+                    pack_float2<kBf16>(in[4], in[5]), pack_float2<kBf16>(in[6], in[7]));
 }
 
 template <typename T, bool INTERLEAVED>
@@ -312,8 +293,9 @@ __device__ __forceinline__ void rotate_rows_words(const T* src, T* dst, index_t 
 #endif  // __CUDA_ARCH__
 
 // Rows src + m * src_step, m < n (and dst likewise): every load of a step of
-// kRowsPerStep rows is issued before the first is used, and each row is
-// rotated into its own load registers (no float copy of the step is kept).
+// kRowsPerStep rows is issued before the first is used. 16-bit vectors take
+// the word path above on the device; the rest (float, one-element vectors,
+// the host emulation) go element by element.
 template <typename T, int VEC, bool INTERLEAVED>
 __device__ __forceinline__ void rotate_rows(const T* src, T* dst, index_t src_step, index_t dst_step, int n, int e1,
                                             int e2, const float (&c)[VEC], const float (&s)[VEC]) {
@@ -321,32 +303,34 @@ __device__ __forceinline__ void rotate_rows(const T* src, T* dst, index_t src_st
   if constexpr (sizeof(T) == 2 && VEC == 8) {
     rotate_rows_words<T, INTERLEAVED>(src, dst, src_step, dst_step, n, e1, e2, c, s);
     return;
-  }
+  } else  // NOLINT: the element path below is this branch's body
 #endif
-  using V = Vec<T, VEC>;
+  {
+    using V = Vec<T, VEC>;
 #pragma unroll 1  // one step's loads in flight at a time: unrolling only adds registers
-  for (int m0 = 0; m0 < n; m0 += kRowsPerStep) {
-    V a[kRowsPerStep], b[kRowsPerStep];
+    for (int m0 = 0; m0 < n; m0 += kRowsPerStep) {
+      V a[kRowsPerStep], b[kRowsPerStep];
 #pragma unroll
-    for (int u = 0; u < kRowsPerStep; ++u) {
-      if (m0 + u < n) {
-        const T* row = src + (m0 + u) * src_step;
-        a[u] = *reinterpret_cast<const V*>(row + e1);
-        b[u] = *reinterpret_cast<const V*>(row + e2);
+      for (int u = 0; u < kRowsPerStep; ++u) {
+        if (m0 + u < n) {
+          const T* row = src + (m0 + u) * src_step;
+          a[u] = *reinterpret_cast<const V*>(row + e1);
+          b[u] = *reinterpret_cast<const V*>(row + e2);
+        }
       }
-    }
 #pragma unroll
-    for (int u = 0; u < kRowsPerStep; ++u) {
-      if (m0 + u < n) {
-        float x1[VEC], x2[VEC];
-        unpack_vec<T, VEC>(a[u], x1);
-        unpack_vec<T, VEC>(b[u], x2);
-        rotate_pairs<VEC, INTERLEAVED>(x1, x2, c, s);
-        pack_vec<T, VEC>(x1, a[u]);
-        pack_vec<T, VEC>(x2, b[u]);
-        T* row = dst + (m0 + u) * dst_step;
-        *reinterpret_cast<V*>(row + e1) = a[u];
-        *reinterpret_cast<V*>(row + e2) = b[u];
+      for (int u = 0; u < kRowsPerStep; ++u) {
+        if (m0 + u < n) {
+          float x1[VEC], x2[VEC];
+          unpack_vec<T, VEC>(a[u], x1);
+          unpack_vec<T, VEC>(b[u], x2);
+          rotate_pairs<VEC, INTERLEAVED>(x1, x2, c, s);
+          pack_vec<T, VEC>(x1, a[u]);
+          pack_vec<T, VEC>(x2, b[u]);
+          T* row = dst + (m0 + u) * dst_step;
+          *reinterpret_cast<V*>(row + e1) = a[u];
+          *reinterpret_cast<V*>(row + e2) = b[u];
+        }
       }
     }
   }
