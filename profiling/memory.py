@@ -139,6 +139,10 @@ def measure(provider: Provider, variant: Variant, st, seqlen: int, mode: str, me
     # so a slow point costs two calls, not three; on a GPU the NVML sampling
     # thread competes for the GIL during that call, so it is not timed.
     time_once(step, device)
+    # The warm-up left q/k/v gradients behind; drop them before the baseline,
+    # or the measured call (which frees and remakes them) would not count them.
+    for t in (q, k, v):
+        t.grad = None
     free_memory()
     meter.start()
     try:

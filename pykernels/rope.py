@@ -31,10 +31,12 @@ one launch of the ``pykernels::rotary`` op on the fastest backend, reading
 cos/sin from a float32 table indexed by position (computed in float64).
 Measured against sincos in the kernel from inv_freq (``scripts/
 bench_rope_dev.py``, ``cuda`` vs ``cuda-freqs``; H200, q and k of (8, 4096,
-32, 128) bf16): the in-kernel variant takes 0.94-0.98x the time, since the
-table costs 4R bytes of reads per token against the 8HD bytes q and k move
-(the rows are shared across heads and the batch, so mostly L2 hits). The
-table stays the default for what those 2-6% buy: cos/sin computed in float64
+32, 128) and (1, 32768, 32, 128) bf16): with the current kernel the
+in-kernel variant takes 0.98-0.99x the time (0.89-0.98x in earlier runs,
+with other kernel versions and, at 0.89x, host overhead the timing no longer
+counts), since the table costs 4R bytes of reads per token
+against the 8HD bytes q and k move (the rows are shared across heads and the
+batch, so mostly L2 hits). The table stays the default for what those 1-2% buy: cos/sin computed in float64
 exactly as transformers computes them, any scaling or attention factor and
 any user-supplied table unchanged, and no float32 sincos accuracy to argue
 about at long positions. The in-kernel variant stays at the backend level

@@ -9,7 +9,10 @@ backend's loader (the very source the extension builds), launches it with
 the backend's own launch plan, and times it against a device copy of the same
 bytes in the same run: q and k of (8, 4096, 32, 128) bf16, out of place, with
 the cos/sin table and with in-kernel sincos. The defaults in rotary.cuh are
-the winner of this table; rerun it when the kernel changes.
+the winner of this table; rerun it when the kernel changes. (In
+profiling/results/h200-2026-11-22b/checks/rope_variants_0a79399.jsonl, run
+when the default was 4 rows, "default" and "minblocks2" are today's "rows4"
+and "rows4-minblocks2", and the threads/stream variants used 4 rows.)
 """
 from __future__ import annotations
 
@@ -32,16 +35,18 @@ def time_ms(fn) -> float:
     """Median ms per call (bench_rope_dev's timing: warm-up, host overhead covered)."""
     return _time_ms(fn, reps=30, warmup=3, device=torch.device("cuda"), inner=1)[0]
 
-VARIANTS = {  # name -> macros
+VARIANTS = {  # name -> macros; "default" is whatever rotary.cuh says (2 rows, 256 threads since 8d1e408)
     "default": {},
-    "minblocks2": {"PK_ROPE_MIN_BLOCKS": 2},
+    "rows4": {"PK_ROPE_ROWS_PER_STEP": 4},
+    "rows4-minblocks2": {"PK_ROPE_ROWS_PER_STEP": 4, "PK_ROPE_MIN_BLOCKS": 2},
     "rows2": {"PK_ROPE_ROWS_PER_STEP": 2},
     "rows2-minblocks4": {"PK_ROPE_ROWS_PER_STEP": 2, "PK_ROPE_MIN_BLOCKS": 4},
     "rows2-minblocks3": {"PK_ROPE_ROWS_PER_STEP": 2, "PK_ROPE_MIN_BLOCKS": 3},
     "rows8-minblocks2": {"PK_ROPE_ROWS_PER_STEP": 8, "PK_ROPE_MIN_BLOCKS": 2},
-    "stream-minblocks2": {"PK_ROPE_STREAM": 1, "PK_ROPE_MIN_BLOCKS": 2},
-    "threads128-minblocks4": {"PK_ROPE_THREADS": 128, "PK_ROPE_MIN_BLOCKS": 4},
-    "threads512-minblocks1": {"PK_ROPE_THREADS": 512, "PK_ROPE_MIN_BLOCKS": 1},
+    "stream-rows4-minblocks2": {"PK_ROPE_ROWS_PER_STEP": 4, "PK_ROPE_STREAM": 1, "PK_ROPE_MIN_BLOCKS": 2},
+    "stream": {"PK_ROPE_STREAM": 1},
+    "threads128-minblocks4": {"PK_ROPE_THREADS": 128, "PK_ROPE_ROWS_PER_STEP": 4, "PK_ROPE_MIN_BLOCKS": 4},
+    "threads512": {"PK_ROPE_THREADS": 512, "PK_ROPE_ROWS_PER_STEP": 4},
 }
 
 

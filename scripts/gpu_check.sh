@@ -100,15 +100,20 @@ stage_bench() {
   if [[ $groups == *" rope "* ]]; then
     timeout $((cap + 60)) $PY -m profiling.bench --ops rope --results "$OUTDIR/bench" --max-seconds "$cap" || rc=1
   fi
+  local -a provider_list sweep_list sweep_args extra_args
+  read -ra provider_list <<< "$providers"  # read splits on spaces and never globs (sdpa:*)
+  read -ra extra_args <<< "${BENCH_ARGS:-}"
   IFS=';' read -ra sweep_list <<< "$sweeps"
   for sweep in "${sweep_list[@]}"; do
+    read -ra sweep_args <<< "$sweep"
+    [ ${#sweep_args[@]} -gt 0 ] || continue  # an empty sweep between ';' is a typo, not "everything"
     if [[ $groups == *" attention "* ]]; then
-      timeout $((cap + 60)) $PY -m profiling.bench --ops attention $sweep --providers $providers \
-        --results "$OUTDIR/bench" --max-seconds "$cap" --no-charts || rc=1
+      timeout $((cap + 60)) $PY -m profiling.bench --ops attention "${sweep_args[@]}" "${extra_args[@]}" \
+        --providers "${provider_list[@]}" --results "$OUTDIR/bench" --max-seconds "$cap" --no-charts || rc=1
     fi
     if [[ $groups == *" flex "* ]]; then
-      timeout $((cap + 60)) $PY -m profiling.bench --ops attention $sweep --providers flex \
-        --results "$OUTDIR/bench" --max-seconds "$cap" --no-charts || rc=1
+      timeout $((cap + 60)) $PY -m profiling.bench --ops attention "${sweep_args[@]}" "${extra_args[@]}" \
+        --providers flex --results "$OUTDIR/bench" --max-seconds "$cap" --no-charts || rc=1
     fi
   done
   if [[ $groups == *" pytest "* ]]; then

@@ -605,6 +605,9 @@ HOST_CASES = [  # (dtype, D, rot, layout, strided, heads q/k)
     (torch.float32, 64, 64, "BSHD", False),
     (torch.bfloat16, 64, 48, "BSHD", False, (24, 16)),  # rows split over blockIdx.y (40 rows: 2 chunks)
     (torch.float16, 80, 64, "BHSD", True, (33, 1)),     # 6 items per row: spare threads in each block
+    (torch.float32, 256, 256, "BSHD", False),           # 32 items per row: one head lane
+    (torch.bfloat16, 70, 70, "BSHD", False),            # one-element path, 35 items per row
+    (torch.float16, 600, 600, "BHSD", False),           # 300 items per row: threads loop over items
     (torch.bfloat16, 128, 64, "BSHD", False),    # partial rotary: tail copied by vectors
     (torch.float16, 64, 64, "BHSD", False),
     (torch.bfloat16, 64, 64, "BSHD", True),      # a packed qkv view

@@ -19,7 +19,8 @@
 // copies one vector of the pass-through tail. Items are fastest across
 // threads, then head lanes, so a warp covers head_lanes whole consecutive rows
 // of one token (32 / items per row of them: 4 rows, 1 KB, for bf16 d = 128)
-// and walks on through that token's contiguous rows.
+// and walks on through that token's contiguous rows. (When the items per row
+// do not divide 32, a warp's last lanes start the next token.)
 //
 // Why this shape (H200, q and k of (8, 4096, 32, 128) bf16, 2026-11-22):
 // * cos/sin depend on (token, item) only, so a thread fetches or computes
