@@ -38,5 +38,35 @@ __device__ __forceinline__ void apply_alibi_log2(float (&S)[kMFrags][kNTiles][4]
       }
 }
 
+// The backward's transposed tile (rows = keys, columns = queries), as
+// apply_mask_transposed lays it out: S[nf][j][e] is key key0 + 16 nf + 8 (e / 2)
+// and query q0 + 8 j + (e % 2).
+template <int kNFrags, int kMTiles>
+__device__ __forceinline__ void apply_alibi_log2_transposed(float (&S)[kNFrags][kMTiles][4], float softmax_scale_log2,
+                                                            float slope_log2, int key0, int q0, int offset) {
+#pragma unroll
+  for (int nf = 0; nf < kNFrags; ++nf)
+#pragma unroll
+    for (int j = 0; j < kMTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int p = q0 + 8 * j + (e & 1) + offset;
+        const int key = key0 + 16 * nf + 8 * (e >> 1);
+        const float dist = static_cast<float>(abs(p - key));
+        S[nf][j][e] = S[nf][j][e] * softmax_scale_log2 - slope_log2 * dist;
+      }
+}
+
+// Scores to log2 units without ALiBi (any tile layout).
+template <int kRows, int kCols>
+__device__ __forceinline__ void scale_log2(float (&S)[kRows][kCols][4], float softmax_scale_log2) {
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int c = 0; c < kCols; ++c)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) S[r][c][e] *= softmax_scale_log2;
+}
+
 }  // namespace attention
 }  // namespace pykernels

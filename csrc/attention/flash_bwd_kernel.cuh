@@ -40,6 +40,7 @@
 // Compiled by nvcc through instantiations/flash_bwd_*.cu; device code only.
 #pragma once
 
+#include "attention/alibi.cuh"
 #include "attention/block_info.cuh"
 #include "attention/copy.cuh"
 #include "attention/flash_bwd.h"
@@ -374,20 +375,12 @@ __device__ __forceinline__ void flash_bwd_dkdv_block(const FlashBwdParams& param
 
     // Scores in log2 units (masked after scaling, so any sign of the scale
     // works), then P^T = exp2(x - lse_log2); lse_log2 = +inf makes a row inert.
-    const float slope_log2 = has_alibi ? params.alibi_slopes[b * params.alibi_batch_stride + hh] * LOG2E : 0.f;
-#pragma unroll
-    for (int nf = 0; nf < kNFrags; ++nf)
-#pragma unroll
-      for (int j = 0; j < kMTiles; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = S[nf][j][e] * params.softmax_scale_log2;
-          if (has_alibi) {
-            const int p = row_lo + 8 * j + 2 * t + (e & 1) + params.q_offset;
-            x -= slope_log2 * static_cast<float>(abs(p - (key0 + 16 * nf + 8 * (e >> 1))));
-          }
-          S[nf][j][e] = x;
-        }
+    if (has_alibi) {
+      apply_alibi_log2_transposed(S, params.softmax_scale_log2, alibi_slope_log2(params, b, hh), key0,
+                                  row_lo + 2 * t, params.q_offset);
+    } else {
+      scale_log2(S, params.softmax_scale_log2);
+    }
     const int row_hi = min(row_lo + kBlockM, params.seqlen_q);
     if (!key_tile_is_full<16 * kNFrags>(mask, row_lo, row_hi, col_lo + warp_key)) {
       apply_mask_transposed(S, mask, key0, row_lo + 2 * t);
@@ -591,7 +584,7 @@ __device__ __forceinline__ void flash_bwd_dq_block(const FlashBwdParams& params)
   const KeyTileRange<kBlockN> tiles = KeyTileRange<kBlockN>::make(mask, row_lo, row_hi);
   const int n_tiles = tiles.count();
   const bool has_alibi = params.alibi_slopes != nullptr;
-  const float slope_log2 = has_alibi ? params.alibi_slopes[b * params.alibi_batch_stride + h] * LOG2E : 0.f;
+  const float slope_log2 = has_alibi ? alibi_slope_log2(params, b, h) : 0.f;
 
   const elem_t* q_head = static_cast<const elem_t*>(params.q) + b * params.q_batch_stride + h * params.q_head_stride;
   const elem_t* do_head =
@@ -670,19 +663,11 @@ __device__ __forceinline__ void flash_bwd_dq_block(const FlashBwdParams& params)
     }
 
     // x in log2 units, the mask, then dS = P (dP - delta), kept in dP.
-#pragma unroll
-    for (int mf = 0; mf < kMFrags; ++mf)
-#pragma unroll
-      for (int j = 0; j < kNTiles; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = S[mf][j][e] * params.softmax_scale_log2;
-          if (has_alibi) {
-            const int p = row0 + 16 * mf + 8 * (e >> 1) + params.q_offset;
-            x -= slope_log2 * static_cast<float>(abs(p - (col_lo + 8 * j + 2 * t + (e & 1))));
-          }
-          S[mf][j][e] = x;
-        }
+    if (has_alibi) {
+      apply_alibi_log2(S, params.softmax_scale_log2, slope_log2, row0, params.q_offset, col_lo + 2 * t);
+    } else {
+      scale_log2(S, params.softmax_scale_log2);
+    }
     if (warp_row_lo < warp_row_hi && !key_tile_is_full<kBlockN>(mask, warp_row_lo, warp_row_hi, col_lo)) {
       apply_mask(S, mask, row0, col_lo + 2 * t);
     }
