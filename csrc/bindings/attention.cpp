@@ -1,4 +1,5 @@
-// pykernels._C.attention_fwd: torch tensors -> FlashFwdParams -> the kernel.
+// pykernels._C.attention_fwd / attention_bwd: torch tensors -> FlashFwdParams
+// (FlashBwdParams extends it) -> the kernels.
 //
 // Python (pykernels/backends/cuda/attention.py) has already validated the
 // call, normalised the mask numbers and allocated out and lse (so that
@@ -36,12 +37,19 @@ void check_param(const c10::optional<at::Tensor>& t, const char* name, const at:
   TORCH_CHECK(t->is_contiguous(), name, ": expected a contiguous tensor");
 }
 
-std::tuple<at::Tensor, at::Tensor> attention_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                                 at::Tensor out, at::Tensor lse,
-                                                 const c10::optional<at::Tensor>& sink_logits,
-                                                 const c10::optional<at::Tensor>& alibi_slopes, double softmax_scale,
-                                                 bool causal, int64_t window_left, int64_t window_right,
-                                                 int64_t sink_tokens, int64_t q_offset) {
+void check_f32(const at::Tensor& t, const char* name, const at::Tensor& q, at::IntArrayRef shape) {
+  TORCH_CHECK(t.is_cuda() && t.device() == q.device(), name, ": expected a tensor on ", q.device());
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous(), name, ": expected a contiguous float32 tensor");
+  TORCH_CHECK(t.sizes() == shape, name, ": expected shape ", shape, ", got ", t.sizes());
+}
+
+using OptTensor = c10::optional<at::Tensor>;
+
+// The checks both directions share: q, k, v and out (the output, or the
+// saved output in the backward), lse, and the per-head parameters. The head
+// dim and the 32-bit limits differ by direction and stay with the caller.
+void check_common(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                  const at::Tensor& lse, const OptTensor& sink_logits, const OptTensor& alibi_slopes) {
   TORCH_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16,
               "q: expected float16 or bfloat16, got ", q.scalar_type());
   check_qkv(q, "q", q);
@@ -49,17 +57,13 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd(const at::Tensor& q, const at::
   check_qkv(v, "v", q);
   check_qkv(out, "out", q);
   const int64_t batch = q.size(0), seqlen_q = q.size(1), heads_q = q.size(2), head_dim = q.size(3);
-  const int64_t seqlen_k = k.size(1), heads_kv = k.size(2);
-  TORCH_CHECK(attention::flash_fwd_supports_head_dim(static_cast<int>(head_dim)),
-              "head_dim: expected one of 32, 64, 96, 128, 256, got ", head_dim);
+  const int64_t heads_kv = k.size(2);
   TORCH_CHECK(k.size(0) == batch && k.size(3) == head_dim && v.sizes() == k.sizes(),
               "k, v: expected shape (", batch, ", Sk, Hkv, ", head_dim, "), got ", k.sizes(), " and ", v.sizes());
   TORCH_CHECK(heads_kv > 0 && heads_q % heads_kv == 0, "k: expected Hq % Hkv == 0, got Hq=", heads_q,
               " Hkv=", heads_kv);
   TORCH_CHECK(out.sizes() == q.sizes(), "out: expected shape ", q.sizes(), ", got ", out.sizes());
-  TORCH_CHECK(lse.is_cuda() && lse.scalar_type() == at::kFloat && lse.is_contiguous() &&
-                  lse.sizes() == at::IntArrayRef({batch, heads_q, seqlen_q}),
-              "lse: expected a contiguous float32 (B, Hq, Sq) CUDA tensor");
+  check_f32(lse, "lse", q, {batch, heads_q, seqlen_q});
   check_param(sink_logits, "sink_logits", q);
   check_param(alibi_slopes, "alibi_slopes", q);
   if (sink_logits) TORCH_CHECK(sink_logits->numel() == heads_q, "sink_logits: expected shape (", heads_q, ",)");
@@ -67,15 +71,19 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd(const at::Tensor& q, const at::
     TORCH_CHECK(alibi_slopes->numel() == heads_q || alibi_slopes->numel() == batch * heads_q,
                 "alibi_slopes: expected shape (Hq,) or (B, Hq), got ", alibi_slopes->sizes());
   }
-  constexpr int64_t kIntMax = 2147483647;
-  TORCH_CHECK(seqlen_q < kIntMax && seqlen_k < kIntMax && batch * heads_q < kIntMax,
-              "sequence lengths and B * Hq must fit in 32 bits");
+}
 
-  attention::FlashFwdParams p{};
+// The forward's fields, which the backward's parameter block extends.
+void fill_forward_params(attention::FlashFwdParams& p, const at::Tensor& q, const at::Tensor& k,
+                         const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                         const OptTensor& sink_logits, const OptTensor& alibi_slopes, double softmax_scale,
+                         bool causal, int64_t window_left, int64_t window_right, int64_t sink_tokens,
+                         int64_t q_offset) {
+  const int64_t batch = q.size(0), heads_q = q.size(2);
   p.q = q.data_ptr();
   p.k = k.data_ptr();
   p.v = v.data_ptr();
-  p.out = out.data_ptr();
+  p.out = out.data_ptr();  // written by the forward, read by the backward
   p.lse = lse.data_ptr<float>();
   p.sink_logits = sink_logits ? sink_logits->data_ptr<float>() : nullptr;
   p.alibi_slopes = alibi_slopes ? alibi_slopes->data_ptr<float>() : nullptr;
@@ -85,11 +93,11 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd(const at::Tensor& q, const at::
   p.o_batch_stride = out.stride(0), p.o_row_stride = out.stride(1), p.o_head_stride = out.stride(2);
   p.alibi_batch_stride = (alibi_slopes && alibi_slopes->numel() == batch * heads_q) ? heads_q : 0;
   p.batch = static_cast<int>(batch);
-  p.seqlen_q = static_cast<int>(seqlen_q);
-  p.seqlen_k = static_cast<int>(seqlen_k);
+  p.seqlen_q = static_cast<int>(q.size(1));
+  p.seqlen_k = static_cast<int>(k.size(1));
   p.heads_q = static_cast<int>(heads_q);
-  p.heads_kv = static_cast<int>(heads_kv);
-  p.head_dim = static_cast<int>(head_dim);
+  p.heads_kv = static_cast<int>(k.size(2));
+  p.head_dim = static_cast<int>(q.size(3));
   p.q_offset = static_cast<int>(q_offset);
   p.window_left = static_cast<int>(window_left);
   p.window_right = static_cast<int>(window_right);
@@ -97,6 +105,25 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd(const at::Tensor& q, const at::
   p.causal = causal ? 1 : 0;
   p.softmax_scale = static_cast<float>(softmax_scale);
   p.softmax_scale_log2 = static_cast<float>(softmax_scale * 1.4426950408889634);  // times log2(e)
+}
+
+constexpr int64_t kIntMax = 2147483647;
+
+std::tuple<at::Tensor, at::Tensor> attention_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 at::Tensor out, at::Tensor lse, const OptTensor& sink_logits,
+                                                 const OptTensor& alibi_slopes, double softmax_scale, bool causal,
+                                                 int64_t window_left, int64_t window_right, int64_t sink_tokens,
+                                                 int64_t q_offset) {
+  check_common(q, k, v, out, lse, sink_logits, alibi_slopes);
+  const int64_t batch = q.size(0), seqlen_q = q.size(1), heads_q = q.size(2), head_dim = q.size(3);
+  TORCH_CHECK(attention::flash_fwd_supports_head_dim(static_cast<int>(head_dim)),
+              "head_dim: expected one of 32, 64, 96, 128, 256, got ", head_dim);
+  TORCH_CHECK(seqlen_q < kIntMax && k.size(1) < kIntMax && batch * heads_q < kIntMax,
+              "sequence lengths and B * Hq must fit in 32 bits");
+
+  attention::FlashFwdParams p{};
+  fill_forward_params(p, q, k, v, out, lse, sink_logits, alibi_slopes, softmax_scale, causal, window_left,
+                      window_right, sink_tokens, q_offset);
 
   if (seqlen_q == 0 || batch == 0 || heads_q == 0) return {out, lse};
   const c10::cuda::CUDAGuard guard(q.device());
@@ -108,12 +135,6 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd(const at::Tensor& q, const at::
   return {out, lse};
 }
 
-void check_f32(const at::Tensor& t, const char* name, const at::Tensor& q, at::IntArrayRef shape) {
-  TORCH_CHECK(t.is_cuda() && t.device() == q.device(), name, ": expected a tensor on ", q.device());
-  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous(), name, ": expected a contiguous float32 tensor");
-  TORCH_CHECK(t.sizes() == shape, name, ": expected shape ", shape, ", got ", t.sizes());
-}
-
 // Gradients into preallocated dq, dk, dv; lse_log2 and delta are scratch of
 // (B, Hq, Sq rounded up to kBwdRowPad). With sink logits, dsink_partial is a
 // zeroed (B, Hq, attention_bwd_dsink_slots) that receives the key part of the
@@ -121,34 +142,22 @@ void check_f32(const at::Tensor& t, const char* name, const at::Tensor& q, at::I
 // a zeroed fp32 (B, Sq, Hq, D) for the atomic dQ path, or None for the
 // deterministic dQ kernel.
 void attention_bwd(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                   const at::Tensor& out, const at::Tensor& lse, const c10::optional<at::Tensor>& dlse,
-                   at::Tensor dq, at::Tensor dk, at::Tensor dv, const c10::optional<at::Tensor>& dq_accum,
-                   at::Tensor lse_log2, at::Tensor delta, const c10::optional<at::Tensor>& sink_logits,
-                   const c10::optional<at::Tensor>& dsink_partial, const c10::optional<at::Tensor>& alibi_slopes,
+                   const at::Tensor& out, const at::Tensor& lse, const OptTensor& dlse, at::Tensor dq,
+                   at::Tensor dk, at::Tensor dv, const OptTensor& dq_accum, at::Tensor lse_log2, at::Tensor delta,
+                   const OptTensor& sink_logits, const OptTensor& dsink_partial, const OptTensor& alibi_slopes,
                    double softmax_scale, bool causal, int64_t window_left, int64_t window_right,
                    int64_t sink_tokens, int64_t q_offset) {
-  TORCH_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16,
-              "q: expected float16 or bfloat16, got ", q.scalar_type());
-  check_qkv(q, "q", q);
-  check_qkv(k, "k", q);
-  check_qkv(v, "v", q);
-  check_qkv(out, "out", q);
+  check_common(q, k, v, out, lse, sink_logits, alibi_slopes);
   check_qkv(dout, "dout", q);
   check_qkv(dq, "dq", q);
   check_qkv(dk, "dk", q);
   check_qkv(dv, "dv", q);
   const int64_t batch = q.size(0), seqlen_q = q.size(1), heads_q = q.size(2), head_dim = q.size(3);
-  const int64_t seqlen_k = k.size(1), heads_kv = k.size(2);
+  const int64_t seqlen_k = k.size(1);
   TORCH_CHECK(attention::flash_bwd_supports_head_dim(static_cast<int>(head_dim)),
               "head_dim: expected one of 32, 64, 96, 128, got ", head_dim);
-  TORCH_CHECK(k.size(0) == batch && k.size(3) == head_dim && v.sizes() == k.sizes(),
-              "k, v: expected shape (", batch, ", Sk, Hkv, ", head_dim, "), got ", k.sizes(), " and ", v.sizes());
-  TORCH_CHECK(heads_kv > 0 && heads_q % heads_kv == 0, "k: expected Hq % Hkv == 0, got Hq=", heads_q,
-              " Hkv=", heads_kv);
-  TORCH_CHECK(out.sizes() == q.sizes() && dout.sizes() == q.sizes() && dq.sizes() == q.sizes(),
-              "out, dout, dq: expected shape ", q.sizes());
+  TORCH_CHECK(dout.sizes() == q.sizes() && dq.sizes() == q.sizes(), "dout, dq: expected shape ", q.sizes());
   TORCH_CHECK(dk.sizes() == k.sizes() && dv.sizes() == k.sizes(), "dk, dv: expected shape ", k.sizes());
-  check_f32(lse, "lse", q, {batch, heads_q, seqlen_q});
   if (dlse) check_f32(*dlse, "dlse", q, {batch, heads_q, seqlen_q});
   const int64_t pad = attention::kBwdRowPad;
   const int64_t seqlen_q_pad = (seqlen_q + pad - 1) / pad * pad;
@@ -157,47 +166,16 @@ void attention_bwd(const at::Tensor& dout, const at::Tensor& q, const at::Tensor
   if (dq_accum) check_f32(*dq_accum, "dq_accum", q, q.sizes());
   TORCH_CHECK(sink_logits.has_value() == dsink_partial.has_value(),
               "sink_logits and dsink_partial: expected both or neither");
-  if (sink_logits) {
-    check_f32(*sink_logits, "sink_logits", q, {heads_q});
+  if (dsink_partial) {
     check_f32(*dsink_partial, "dsink_partial", q,
               {batch, heads_q, attention::flash_bwd_dsink_slots(static_cast<int>(head_dim), seqlen_k)});
   }
-  check_param(alibi_slopes, "alibi_slopes", q);
-  if (alibi_slopes) {
-    TORCH_CHECK(alibi_slopes->numel() == heads_q || alibi_slopes->numel() == batch * heads_q,
-                "alibi_slopes: expected shape (Hq,) or (B, Hq), got ", alibi_slopes->sizes());
-  }
-  constexpr int64_t kIntMax = 2147483647;
   TORCH_CHECK(seqlen_q_pad < kIntMax && seqlen_k < kIntMax && batch * heads_q < kIntMax,
               "sequence lengths and B * Hq must fit in 32 bits");
 
   attention::FlashBwdParams p{};
-  p.q = q.data_ptr();
-  p.k = k.data_ptr();
-  p.v = v.data_ptr();
-  p.out = const_cast<void*>(out.data_ptr());  // read only in the backward
-  p.lse = const_cast<float*>(lse.data_ptr<float>());
-  p.sink_logits = sink_logits ? sink_logits->data_ptr<float>() : nullptr;
-  p.alibi_slopes = alibi_slopes ? alibi_slopes->data_ptr<float>() : nullptr;
-  p.q_batch_stride = q.stride(0), p.q_row_stride = q.stride(1), p.q_head_stride = q.stride(2);
-  p.k_batch_stride = k.stride(0), p.k_row_stride = k.stride(1), p.k_head_stride = k.stride(2);
-  p.v_batch_stride = v.stride(0), p.v_row_stride = v.stride(1), p.v_head_stride = v.stride(2);
-  p.o_batch_stride = out.stride(0), p.o_row_stride = out.stride(1), p.o_head_stride = out.stride(2);
-  p.alibi_batch_stride = (alibi_slopes && alibi_slopes->numel() == batch * heads_q) ? heads_q : 0;
-  p.batch = static_cast<int>(batch);
-  p.seqlen_q = static_cast<int>(seqlen_q);
-  p.seqlen_k = static_cast<int>(seqlen_k);
-  p.heads_q = static_cast<int>(heads_q);
-  p.heads_kv = static_cast<int>(heads_kv);
-  p.head_dim = static_cast<int>(head_dim);
-  p.q_offset = static_cast<int>(q_offset);
-  p.window_left = static_cast<int>(window_left);
-  p.window_right = static_cast<int>(window_right);
-  p.sink_tokens = static_cast<int>(sink_tokens);
-  p.causal = causal ? 1 : 0;
-  p.softmax_scale = static_cast<float>(softmax_scale);
-  p.softmax_scale_log2 = static_cast<float>(softmax_scale * 1.4426950408889634);  // times log2(e)
-
+  fill_forward_params(p, q, k, v, out, lse, sink_logits, alibi_slopes, softmax_scale, causal, window_left,
+                      window_right, sink_tokens, q_offset);
   p.dout = dout.data_ptr();
   p.dlse = dlse ? dlse->data_ptr<float>() : nullptr;
   p.lse_log2 = lse_log2.data_ptr<float>();
