@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..._debug import new_output
+from ..sink_grad import sink_logit_grad
 
 # Head dims with a tile shape in csrc/attention/kernel_traits.cuh.
 SUPPORTED_HEAD_DIMS = (32, 64, 96, 128, 256)
@@ -189,9 +190,8 @@ def backward(dout, dlse, q, k, v, out, lse, *, softmax_scale, causal, window_lef
         # leaves the first part in per-warp slots (fp32, never rounding O); torch sums them
         # in a fixed order, so dsink is reproducible in both modes.
         dsink = -dsink_partial.sum(dim=(0, 2))
-        if dlse is not None:
-            p_sink = torch.exp(p.sink_logits.view(1, hq, 1) - lse)
-            dsink = dsink + (p_sink * dlse).sum(dim=(0, 2))
+        if dlse is not None:  # the -dlse_i part of delta_i
+            dsink = dsink + sink_logit_grad(p.sink_logits, lse, -dlse)
         dsink = dsink.to(sink_logits.dtype)
     else:
         dsink = torch.zeros(hq, dtype=torch.float32, device=q.device)

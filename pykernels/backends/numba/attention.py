@@ -52,6 +52,7 @@ import torch
 from numba import cuda, float32, typeof, types
 
 from ..._debug import new_output
+from ..sink_grad import sink_logit_grad
 from ._interop import array_type, converters, kernel_array, launch_stream, storage
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -704,9 +705,7 @@ def backward(
             *args, kernel_array(dk), kernel_array(dv), slopes, scale, has_alibi, mask)
 
     if sink_logits is not None:
-        lse_safe = torch.where(torch.isneginf(lse), torch.full_like(lse, math.inf), lse)
-        p_sink = torch.exp(sink_logits.float()[None, :, None] - lse_safe)
-        dsink = -(p_sink * delta).sum(dim=(0, 2)).to(sink_logits.dtype)
+        dsink = sink_logit_grad(sink_logits, lse, delta)
     else:
         dsink = torch.zeros(hq, dtype=torch.float32, device=q.device)
     return dq, dk, dv, dsink

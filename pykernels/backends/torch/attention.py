@@ -33,6 +33,7 @@ from typing import Optional, Tuple
 import torch
 
 from ...masks import MaskSpec, iter_tiles
+from ..sink_grad import sink_logit_grad
 
 NEG_INF = float("-inf")
 
@@ -192,8 +193,7 @@ def backward(
             dk[:, :, c0:c1] += torch.matmul(ds.transpose(-1, -2), qb).sum(2) * softmax_scale
 
     if sink_logits is not None:
-        p_sink = torch.exp(sink_logits.to(acc).reshape(1, hkv, g, 1) - lse4)
-        dsink = -(p_sink * delta).sum(dim=(0, 3)).reshape(hq).to(sink_logits.dtype)
+        dsink = sink_logit_grad(sink_logits, lse4.reshape(b, hq, sq), delta.reshape(b, hq, sq))
     else:
         dsink = torch.zeros(hq, dtype=torch.float32, device=q.device)
     dq = dq.permute(0, 3, 1, 2, 4).reshape(b, sq, hq, d).to(q.dtype).contiguous()
