@@ -149,6 +149,18 @@ def visible(mask, row, col):
 
 
 @cuda.jit(device=True, inline=True)
+def score(x, row, col, slope, has_alibi, needs_mask, mask):
+    """The score of (row, col) from its scaled dot product x: x - slope |p - col|
+    (ALiBi, p = row + offset), or -inf where the mask hides col (checked only
+    on tiles that need it). Every kernel here, forward and backward, uses it."""
+    if has_alibi:
+        x -= slope * float32(abs(row + mask.offset - col))
+    if needs_mask and not visible(mask, row, col):
+        x = NEG_INF
+    return x
+
+
+@cuda.jit(device=True, inline=True)
 def key_band(mask, row_lo, row_hi):
     """MaskSpec.band: keys [lo, hi) of the window seen by rows [row_lo, row_hi)."""
     p_first = row_lo + mask.offset
@@ -325,12 +337,7 @@ def _forward_kernel(head_dim: int, storage_name: str, shape: TileShape):
                     s[c] += qd * k_tile[lane + TEAM * c, d]
             lane_max = NEG_INF
             for c in range(COLS):
-                col = c0 + lane + TEAM * c
-                x = s[c]
-                if has_alibi:
-                    x -= slope * float32(abs(row + mask.offset - col))
-                if needs_mask and not visible(mask, row, col):
-                    x = NEG_INF
+                x = score(s[c], row, c0 + lane + TEAM * c, slope, has_alibi, needs_mask, mask)
                 s[c] = x
                 lane_max = max(lane_max, x)
 
@@ -460,13 +467,8 @@ def _dq_kernel(head_dim: int, storage_name: str, shape: TileShape):
                     s[c] += qd * k_tile[lane + TEAM * c, d]
                     dp[c] += dod * v_tile[lane + TEAM * c, d]
             for c in range(COLS):
-                col = c0 + lane + TEAM * c
-                x = s[c]
-                if has_alibi:
-                    x -= slope * float32(abs(row + mask.offset - col))
-                p = float32(0)
-                if not needs_mask or visible(mask, row, col):
-                    p = math.exp(x - row_lse)
+                # exp(-inf - lse) = 0: hidden keys and inert rows (lse = +inf) add nothing.
+                p = math.exp(score(s[c], row, c0 + lane + TEAM * c, slope, has_alibi, needs_mask, mask) - row_lse)
                 ds_tile[r, lane + TEAM * c] = p * (dp[c] - row_delta)
             cuda.syncthreads()
 
@@ -570,12 +572,7 @@ def _dkdv_kernel(head_dim: int, storage_name: str, shape: TileShape):
                         dp[c] += vd * do_tile[lane + TEAM * c, d]
                 for c in range(ROWS):
                     i = lane + TEAM * c
-                    x = s[c]
-                    if has_alibi:
-                        x -= slope * float32(abs(r0 + i + mask.offset - col))
-                    p = float32(0)
-                    if not needs_mask or visible(mask, r0 + i, col):
-                        p = math.exp(x - lse_row[i])
+                    p = math.exp(score(s[c], r0 + i, col, slope, has_alibi, needs_mask, mask) - lse_row[i])
                     p_tile[r, i] = p
                     ds_tile[r, i] = p * (dp[c] - delta_row[i])
                 cuda.syncthreads()
