@@ -48,6 +48,7 @@
 #include "attention/kernel_traits.cuh"
 #include "attention/mask.cuh"
 #include "attention/mma.cuh"
+#include "attention/query_tile.cuh"
 #include "attention/softmax.cuh"  // LOG2E, neg_inf
 
 namespace pykernels {
@@ -279,10 +280,8 @@ __device__ __forceinline__ void flash_bwd_dkdv_block(const FlashBwdParams& param
   const int n_m = max(0, qtiles.hi - qtiles.lo);
   const int n_iters = n_m * group;  // (query head, query tile), heads outermost: a fixed order
 
-  const elem_t* k_head =
-      static_cast<const elem_t*>(params.k) + b * params.k_batch_stride + h_kv * params.k_head_stride;
-  const elem_t* v_head =
-      static_cast<const elem_t*>(params.v) + b * params.v_batch_stride + h_kv * params.v_head_stride;
+  const elem_t* k_head = head_rows<const elem_t>(params.k, b, h_kv, params.k_batch_stride, params.k_head_stride);
+  const elem_t* v_head = head_rows<const elem_t>(params.v, b, h_kv, params.v_batch_stride, params.v_head_stride);
   const bool dq_atomics = params.dq_accum != nullptr;
   const bool has_alibi = params.alibi_slopes != nullptr;
   const bool sink_grad = params.dsink_partial != nullptr;
@@ -306,10 +305,9 @@ __device__ __forceinline__ void flash_bwd_dkdv_block(const FlashBwdParams& param
   auto load_query_tile = [&](int it) {
     const int hh = h_kv * group + it / n_m;
     const int row_lo = (qtiles.lo + it % n_m) * kBlockM;
-    const elem_t* q_head =
-        static_cast<const elem_t*>(params.q) + b * params.q_batch_stride + hh * params.q_head_stride;
+    const elem_t* q_head = head_rows<const elem_t>(params.q, b, hh, params.q_batch_stride, params.q_head_stride);
     const elem_t* do_head =
-        static_cast<const elem_t*>(params.dout) + b * params.do_batch_stride + hh * params.do_head_stride;
+        head_rows<const elem_t>(params.dout, b, hh, params.do_batch_stride, params.do_head_stride);
     load_rows<Tr, kBlockM>(sQ, q_head, params.q_row_stride, row_lo, params.seqlen_q, tid);
     load_rows<Tr, kBlockM>(sdO, do_head, params.do_row_stride, row_lo, params.seqlen_q, tid);
     constexpr int kStatChunks = kBlockM / 4;  // 16-byte chunks of one row of floats
@@ -530,8 +528,8 @@ __device__ __forceinline__ void flash_bwd_dkdv_block(const FlashBwdParams& param
 
   // Epilogue: dK (times the softmax scale) and dV in the input dtype. Every
   // key row is written, zeros where no query sees it.
-  elem_t* dk_head = static_cast<elem_t*>(params.dk) + b * params.dk_batch_stride + h_kv * params.dk_head_stride;
-  elem_t* dv_head = static_cast<elem_t*>(params.dv) + b * params.dv_batch_stride + h_kv * params.dv_head_stride;
+  elem_t* dk_head = head_rows<elem_t>(params.dk, b, h_kv, params.dk_batch_stride, params.dk_head_stride);
+  elem_t* dv_head = head_rows<elem_t>(params.dv, b, h_kv, params.dv_batch_stride, params.dv_head_stride);
 #pragma unroll
   for (int nf = 0; nf < kNFrags; ++nf)
 #pragma unroll
@@ -573,26 +571,18 @@ __device__ __forceinline__ void flash_bwd_dq_block(const FlashBwdParams& params)
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int b = blockIdx.x / params.heads_q, h = blockIdx.x % params.heads_q;
-  const int h_kv = h / (params.heads_q / params.heads_kv);
-  const int m_block = gridDim.y - 1 - blockIdx.y;
-  const int row_lo = m_block * kBlockM;
-  const int row_hi = min(row_lo + kBlockM, params.seqlen_q);
-
-  const Mask mask = Mask::make(params.window_left, params.window_right, params.sink_tokens, params.q_offset,
-                               params.seqlen_k, params.causal != 0);
-  const KeyTileRange<kBlockN> tiles = KeyTileRange<kBlockN>::make(mask, row_lo, row_hi);
+  const QueryTileWork<kBlockM, kBlockN> work = QueryTileWork<kBlockM, kBlockN>::make(params);
+  const int b = work.b, h = work.h, h_kv = work.h_kv, row_lo = work.row_lo, row_hi = work.row_hi;
+  const Mask& mask = work.mask;
+  const KeyTileRange<kBlockN>& tiles = work.tiles;
   const int n_tiles = tiles.count();
   const bool has_alibi = params.alibi_slopes != nullptr;
   const float slope_log2 = has_alibi ? alibi_slope_log2(params, b, h) : 0.f;
 
-  const elem_t* q_head = static_cast<const elem_t*>(params.q) + b * params.q_batch_stride + h * params.q_head_stride;
-  const elem_t* do_head =
-      static_cast<const elem_t*>(params.dout) + b * params.do_batch_stride + h * params.do_head_stride;
-  const elem_t* k_head =
-      static_cast<const elem_t*>(params.k) + b * params.k_batch_stride + h_kv * params.k_head_stride;
-  const elem_t* v_head =
-      static_cast<const elem_t*>(params.v) + b * params.v_batch_stride + h_kv * params.v_head_stride;
+  const elem_t* q_head = head_rows<const elem_t>(params.q, b, h, params.q_batch_stride, params.q_head_stride);
+  const elem_t* do_head = head_rows<const elem_t>(params.dout, b, h, params.do_batch_stride, params.do_head_stride);
+  const elem_t* k_head = head_rows<const elem_t>(params.k, b, h_kv, params.k_batch_stride, params.k_head_stride);
+  const elem_t* v_head = head_rows<const elem_t>(params.v, b, h_kv, params.v_batch_stride, params.v_head_stride);
 
   const int warp_row = warp * 16 * kMFrags;
   const int row0 = row_lo + warp_row + g;
@@ -708,7 +698,7 @@ __device__ __forceinline__ void flash_bwd_dq_block(const FlashBwdParams& params)
     }
   }
 
-  elem_t* dq_head = static_cast<elem_t*>(params.dq) + b * params.dq_batch_stride + h * params.dq_head_stride;
+  elem_t* dq_head = head_rows<elem_t>(params.dq, b, h, params.dq_batch_stride, params.dq_head_stride);
 #pragma unroll
   for (int mf = 0; mf < kMFrags; ++mf)
 #pragma unroll

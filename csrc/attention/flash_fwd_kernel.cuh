@@ -34,6 +34,7 @@
 #include "attention/mask.cuh"
 #include "attention/mma.cuh"
 #include "attention/params.h"
+#include "attention/query_tile.cuh"
 #include "attention/softmax.cuh"
 
 namespace pykernels {
@@ -98,18 +99,10 @@ __device__ __forceinline__ void flash_fwd_block(const FlashFwdParams& params) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates (mma.cuh)
 
-  // blockIdx.x walks (batch, head) fastest so that the heads sharing a KV head
-  // run side by side (L2 reuse); blockIdx.y walks query tiles from the last,
-  // which under causal see the most keys: the longest CTAs start first.
-  const int b = blockIdx.x / params.heads_q, h = blockIdx.x % params.heads_q;
-  const int h_kv = h / (params.heads_q / params.heads_kv);
-  const int m_block = gridDim.y - 1 - blockIdx.y;
-  const int row_lo = m_block * kBlockM;
-  const int row_hi = min(row_lo + kBlockM, params.seqlen_q);
-
-  const Mask mask = Mask::make(params.window_left, params.window_right, params.sink_tokens, params.q_offset,
-                               params.seqlen_k, params.causal != 0);
-  const KeyTileRange<kBlockN> tiles = KeyTileRange<kBlockN>::make(mask, row_lo, row_hi);
+  const QueryTileWork<kBlockM, kBlockN> work = QueryTileWork<kBlockM, kBlockN>::make(params);
+  const int b = work.b, h = work.h, h_kv = work.h_kv, row_lo = work.row_lo, row_hi = work.row_hi;
+  const Mask& mask = work.mask;
+  const KeyTileRange<kBlockN>& tiles = work.tiles;
   const int n_tiles = tiles.count();
 
   // Without ALiBi, S stays in raw units and softmax_scale_log2 rides in the
@@ -118,11 +111,9 @@ __device__ __forceinline__ void flash_fwd_block(const FlashFwdParams& params) {
   const float slope_log2 = (kHasAlibi && params.alibi_slopes != nullptr) ? alibi_slope_log2(params, b, h) : 0.f;
   const float sink_log2 = params.sink_logits != nullptr ? params.sink_logits[h] * LOG2E : neg_inf();
 
-  const elem_t* q_head = static_cast<const elem_t*>(params.q) + b * params.q_batch_stride + h * params.q_head_stride;
-  const elem_t* k_head =
-      static_cast<const elem_t*>(params.k) + b * params.k_batch_stride + h_kv * params.k_head_stride;
-  const elem_t* v_head =
-      static_cast<const elem_t*>(params.v) + b * params.v_batch_stride + h_kv * params.v_head_stride;
+  const elem_t* q_head = head_rows<const elem_t>(params.q, b, h, params.q_batch_stride, params.q_head_stride);
+  const elem_t* k_head = head_rows<const elem_t>(params.k, b, h_kv, params.k_batch_stride, params.k_head_stride);
+  const elem_t* v_head = head_rows<const elem_t>(params.v, b, h_kv, params.v_batch_stride, params.v_head_stride);
 
   // This thread's first row within the tile (then + 16 mf + 8 half).
   const int warp_row = warp * 16 * kMFrags;
