@@ -115,13 +115,18 @@ def memory_charts(rows: List[dict], out_dir: Path) -> List[Path]:
                 ax.set_title(desc, fontsize=10)
                 ax.grid(True, which="major", alpha=0.3)
             axes[0].legend(fontsize=7, loc="lower right")
-            fig.suptitle(f"attention {what}, {title} ({where}); x = out of memory", fontsize=11)
-            fig.tight_layout()
-            path = out_dir / f"{what}_{mode}.png"
-            fig.savefig(path, dpi=DPI)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(fig, f"attention {what}, {title} ({where}); x = out of memory",
+                                 out_dir / f"{what}_{mode}.png"))
     return written
+
+
+def _save(fig, title: str, path: Path) -> Path:
+    """Title, lay out, write and close one figure; returns its path."""
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
 
 
 def bench_charts(rows: List[dict], out_dir: Path) -> List[Path]:
@@ -157,13 +162,7 @@ def bench_charts(rows: List[dict], out_dir: Path) -> List[Path]:
                 ax.set_title(f"{op} {variant} D={hd}", fontsize=10)
                 ax.grid(True, alpha=0.3)
                 ax.legend(fontsize=7)
-            gpu = sel[0].get("gpu", "")
-            fig.suptitle(f"{op}, {mode} ({gpu})", fontsize=11)
-            fig.tight_layout()
-            path = out_dir / f"bench_{op}_{mode}.png"
-            fig.savefig(path, dpi=DPI)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(fig, f"{op}, {mode} ({sel[0].get('gpu', '')})", out_dir / f"bench_{op}_{mode}.png"))
     return written
 
 
