@@ -14,6 +14,7 @@ measurement goes to --out, in the forward benchmark's format with mode "bwd".
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 import torch
@@ -22,7 +23,7 @@ import pykernels
 from profiling.common import git_commit
 from pykernels.backends import op_module
 
-from bench_attention_dev import VARIANTS, flex_mods, time_fn, useful_flops
+from bench_attention_dev import VARIANTS, flex_mods, try_time, useful_flops
 
 BWD_FLOP_FACTOR = 2.5  # dQ, dK, dV, dP and the recomputed S: 5 matmuls against the forward's 2
 
@@ -88,16 +89,12 @@ def main():
             slopes = pykernels.alibi_slopes(h).to(dev) if alibi else None
             flops = BWD_FLOP_FACTOR * useful_flops(b, h, s, d, causal, window, sinks)
             for prov in args.providers.split(","):
-                try:
-                    fn = make_provider(prov, q, k, v, dout, causal, window, sinks, slopes)
-                    if fn is None:
-                        continue
-                    med, p20, p80 = time_fn(fn, args.warmup, args.reps)
-                except Exception as exc:  # a peer that fails here must not hide the others
-                    print(f"d={d} {variant:18s} {prov:11s} failed: {type(exc).__name__}: {str(exc)[:200]}")
+                t = try_time(f"d={d} {variant:18s} {prov:11s}",
+                             functools.partial(make_provider, prov, q, k, v, dout, causal, window, sinks, slopes),
+                             args.warmup, args.reps)
+                if t is None:
                     continue
-                finally:
-                    fn = None
+                med, p20, p80 = t
                 row = dict(kernel="attention", mode="bwd", variant=variant, provider=prov, batch=b, seqlen=s,
                            heads=h, head_dim=d, dtype="bf16", median_ms=med, p20_ms=p20, p80_ms=p80,
                            tflops=flops / (med * 1e-3) / 1e12, gpu=gpu, torch=torch.__version__, commit=commit)

@@ -17,8 +17,8 @@ random inputs (not zeros). One JSON line per measurement goes to --out.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import math
 import statistics
 
 import torch
@@ -61,6 +61,17 @@ def time_fn(fn, warmup, reps):
     times.sort()
     q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
     return statistics.median(times), q(0.2), q(0.8)
+
+
+def try_time(label, make, warmup, reps):
+    """(median, p20, p80) ms of the callable ``make()`` returns; None when it returns None (provider absent)
+    or when building or timing it fails, which is printed: a peer that fails must not hide the others."""
+    try:
+        fn = make()
+        return None if fn is None else time_fn(fn, warmup, reps)
+    except Exception as exc:  # noqa: BLE001
+        print(f"{label} failed: {type(exc).__name__}: {str(exc)[:200]}")
+        return None
 
 
 def flex_mods(causal, window, sinks, alibi, heads, device):
@@ -125,14 +136,11 @@ def main():
         slopes = pykernels.alibi_slopes(h).to(dev) if alibi else None
         flops = useful_flops(b, h, s, d, causal, window, sinks)
         for prov in args.providers.split(","):
-            try:
-                fn = make_provider(prov, q, k, v, causal, window, sinks, slopes)
-                if fn is None:
-                    continue
-                med, p20, p80 = time_fn(fn, args.warmup, args.reps)
-            except Exception as exc:  # a peer that fails here must not hide the others
-                print(f"{variant:18s} {prov:11s} failed: {type(exc).__name__}: {str(exc)[:200]}")
+            make = functools.partial(make_provider, prov, q, k, v, causal, window, sinks, slopes)
+            t = try_time(f"{variant:18s} {prov:11s}", make, args.warmup, args.reps)
+            if t is None:
                 continue
+            med, p20, p80 = t
             row = dict(kernel="attention", mode="fwd", variant=variant, provider=prov, batch=b, seqlen=s, heads=h,
                        head_dim=d, dtype="bf16", median_ms=med, p20_ms=p20, p80_ms=p80,
                        tflops=flops / (med * 1e-3) / 1e12, gpu=gpu, torch=torch.__version__, commit=commit)
