@@ -69,6 +69,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--memory-snapshot", metavar="PATH",
                    help="record CUDA allocator history and dump a snapshot (open at pytorch.org/memory_viz)")
     p.add_argument("--budget", type=float, help="seconds of timing reps per point (GPU 1.0; CPU 0: one timed call)")
+    p.add_argument("--min-reps", type=int,
+                   help="fewest timed calls per point after the warm-up and memory calls (GPU 3, CPU 1); "
+                        "1 keeps multi-second points (Numba, the torch backend at 64K) affordable")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: redraw the charts and summary.md from the table already in --results")
     p.add_argument("--threads", type=int,
@@ -91,7 +94,7 @@ def resolve_settings(args: argparse.Namespace) -> Dict[str, object]:
         "head_dim": args.head_dim or d["head_dim"],
         "dtype": parse_dtype(args.dtype or d["dtype"]),
         "budget_s": args.budget if args.budget is not None else d["budget_s"],
-        "min_reps": d["min_reps"],
+        "min_reps": max(1, args.min_reps) if args.min_reps is not None else d["min_reps"],
         "max_reps": d["max_reps"],
         "variants": get_variants(args.variants),
         "impls": expand_providers(args.impls),

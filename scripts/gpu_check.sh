@@ -6,6 +6,7 @@
 #   STAGES="build test" bash scripts/gpu_check.sh OUT  # a subset
 #   BENCH_GROUPS="rope attention flex pytest"           # bench groups (pytest = benchmarks/)
 #   ATTN_SWEEPS="--quick; --variants causal --head-dims 64"  # attention sweeps, ';'-separated
+#   PROFILE_GROUPS="compiled slow numba" PROFILE_SECONDS=220 PROFILE_ARGS="--seqlens 32K 64K"  # the main job
 #
 # Stages: build native test sanitize long ropedev ropevariants bench profile notebooks (long:
 # the 1M-token scale run; ropedev: scripts/bench_rope_dev.py). Each stage logs to
@@ -131,11 +132,26 @@ stage_bench() {
 stage_profile() {
   # The main job, 2K..64K; split by implementation so a sticky CUDA error in
   # one backend cannot spoil the rest, then one report over all rows.
+  # PROFILE_GROUPS picks groups: compiled (naive, SDPA, cuda), slow (cupy, torch),
+  # numba. The slow groups time multi-second points once (--min-reps 1).
   local rc=0
   local cap=${PROFILE_SECONDS:-220}  # per group
-  timeout $((cap + 60)) $PY -m profiling.memory --impls naive sdpa pykernels:cuda --results "$OUTDIR/memory" --max-seconds "$cap" ${PROFILE_ARGS:-} || rc=1
-  timeout $((cap + 60)) $PY -m profiling.memory --impls pykernels:cupy pykernels:torch --results "$OUTDIR/memory" --max-seconds "$cap" ${PROFILE_ARGS:-} || rc=1
-  timeout $((cap + 60)) $PY -m profiling.memory --impls pykernels:numba --results "$OUTDIR/memory" --max-seconds "$((cap / 2))" ${PROFILE_ARGS:-} || rc=1
+  local groups=" ${PROFILE_GROUPS:-compiled slow numba} "
+  local -a extra
+  read -ra extra <<< "${PROFILE_ARGS:-}"
+  if [[ $groups == *" compiled "* ]]; then
+    timeout $((cap + 60)) $PY -m profiling.memory --impls naive sdpa pykernels:cuda --results "$OUTDIR/memory" \
+      --max-seconds "$cap" "${extra[@]}" || rc=1
+  fi
+  if [[ $groups == *" slow "* ]]; then
+    timeout $((cap + 60)) $PY -m profiling.memory --impls pykernels:cupy pykernels:torch --results "$OUTDIR/memory" \
+      --max-seconds "$cap" --min-reps 1 "${extra[@]}" || rc=1
+  fi
+  if [[ $groups == *" numba "* ]]; then
+    local numba_cap=${PROFILE_NUMBA_SECONDS:-$((cap / 2))}
+    timeout $((numba_cap + 60)) $PY -m profiling.memory --impls pykernels:numba --results "$OUTDIR/memory" \
+      --max-seconds "$numba_cap" --min-reps 1 "${extra[@]}" || rc=1
+  fi
   $PY -m profiling.memory --results "$OUTDIR/memory" --report-only || rc=1
   return $rc
 }
