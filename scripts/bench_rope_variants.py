@@ -83,7 +83,7 @@ def main() -> int:
         opts = tuple(f"-D{k_}={v}" for k_, v in macros.items())
         wide = 8
         names = [cupy_rope._name("__nv_bfloat16", wide, False, f) for f in (False, True)]
-        mod = compile_module(cupy_rope._source(), names, options=opts, device=dev.index or 0)
+        mod = compile_module(cupy_rope.source(), names, options=opts, device=dev.index or 0)
         geometry = tuple(int(x) for x in cp.ndarray((3,), cp.int32, mod.get_global("pk_rope_geometry")).get())
         result = {}
         for freqs, (table, sin_t, scale) in ((False, (cos, sin, 1.0)), (True, (inv_freq, None, 1.0))):

@@ -1,4 +1,5 @@
-"""GPU tests of the CUDA C++ attention backward (csrc/attention/flash_bwd*).
+"""GPU tests of the attention backward kernels (csrc/attention/flash_bwd*), as the
+CUDA C++ extension and the CuPy backend (NVRTC) run them.
 
 Gradients are compared with autograd through ``attention_ref`` in float64
 under the 2x rule (tests/helpers.py): the kernel's error may be at most about
@@ -17,11 +18,13 @@ import pykernels
 from pykernels.backends import op_module
 from pykernels.reference import attention_ref
 
-from helpers import assert_within_2x, attention_inputs, max_err
+from helpers import assert_within_2x, attention_inputs, gpu_backends, max_err
 
 pytestmark = pytest.mark.gpu
 
 DEVICE = "cuda"
+# Both run the same kernels; every test runs on each.
+BACKENDS = [p for p in gpu_backends() if p.id in ("cuda", "cupy")]
 # Gradients are O(1) here; the floor only absorbs exact-zero baselines.
 FLOOR = 1e-4
 # The project's rule for every gradient, dsink included: at most 2x PyTorch's
@@ -63,30 +66,28 @@ def _delta_rounding_error(q, k, v, dout, dlse, ref, **kw):
     return {"dq": max_err(shifted[0], ref[0]), "dk": max_err(shifted[1], ref[1]), "dv": 0.0}
 
 
-def _cuda_ready():
-    st = pykernels.available_backends().get("cuda")
-    if st is None or not st.available:
-        pytest.skip(f"cuda backend: {getattr(st, 'reason', 'missing')}")
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
 
 
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch):
     # Every output starts as NaN: an element the kernel forgets to write fails.
     monkeypatch.setenv("PYKERNELS_POISON_OUTPUTS", "1")
-    _cuda_ready()
 
 
 def _inputs(b, sq, sk, hq, hkv, d, dtype, sink_logits=False, alibi=None):
     return attention_inputs(b, sq, sk, hq, hkv, d, dtype, DEVICE, sink_logits=sink_logits, alibi=alibi)
 
 
-def _kernel_grads(q, k, v, dout, dlse, *, causal=False, window=(-1, -1), sink_tokens=0, sink_logits=None,
+def _kernel_grads(backend, q, k, v, dout, dlse, *, causal=False, window=(-1, -1), sink_tokens=0, sink_logits=None,
                   alibi_slopes=None, q_offset=None, softmax_scale=None, deterministic=False):
     scale = q.shape[-1] ** -0.5 if softmax_scale is None else softmax_scale
     offset = k.shape[1] - q.shape[1] if q_offset is None else q_offset
     kw = dict(softmax_scale=scale, causal=causal, window_left=window[0], window_right=window[1],
               sink_tokens=sink_tokens, sink_logits=sink_logits, alibi_slopes=alibi_slopes, q_offset=offset)
-    mod = op_module("cuda", "attention")
+    mod = op_module(backend, "attention")
     out, lse = mod.forward(q, k, v, **kw)
     grads = mod.backward(dout, dlse, q, k, v, out, lse, deterministic=deterministic, **kw)
     _kernel_grads.last_forward = (out, lse)
@@ -111,10 +112,10 @@ def _ref_grads(q, k, v, dout, dlse, upcast, *, window=(-1, -1), sink_logits=None
     return grads[0], grads[1], grads[2], dsink
 
 
-def _check(q, k, v, *, dlse=False, deterministic=False, **kw):
+def _check(backend, q, k, v, *, dlse=False, deterministic=False, **kw):
     dout = torch.randn_like(q)
     dl = torch.randn(q.shape[0], q.shape[2], q.shape[1], device=DEVICE) if dlse else None
-    got = _kernel_grads(q, k, v, dout, dl, deterministic=deterministic, **kw)
+    got = _kernel_grads(backend, q, k, v, dout, dl, deterministic=deterministic, **kw)
     ref = _ref_grads(q, k, v, dout, dl, True, **kw)
     low = _ref_grads(q, k, v, dout, dl, False, **kw)
     for name, g, t in zip(("dq", "dk", "dv"), got[:3], (q, k, v)):
@@ -145,50 +146,50 @@ FLAGS = list(itertools.product([False, True], WINDOWS, [0, 5], [False, True], [N
 
 @pytest.mark.parametrize("causal,window,sink_tokens,sink_logits,alibi", FLAGS)
 @pytest.mark.parametrize("sq,sk", [(97, 97), (17, 1025), (1025, 97)])
-def test_flag_matrix(causal, window, sink_tokens, sink_logits, alibi, sq, sk):
+def test_flag_matrix(backend, causal, window, sink_tokens, sink_logits, alibi, sq, sk):
     q, k, v, sinks, slopes = _inputs(1, sq, sk, 4, 2, 64, torch.bfloat16, sink_logits, alibi)
-    _check(q, k, v, causal=causal, window=window, sink_tokens=sink_tokens, sink_logits=sinks,
+    _check(backend, q, k, v, causal=causal, window=window, sink_tokens=sink_tokens, sink_logits=sinks,
            alibi_slopes=slopes)
 
 
 @pytest.mark.parametrize("d", [32, 64, 96, 128])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("sq,sk", [(1, 1), (1, 97), (97, 1), (128, 1025), (1025, 1025)])
-def test_head_dims(d, dtype, sq, sk):
+def test_head_dims(backend, d, dtype, sq, sk):
     q, k, v, _, _ = _inputs(2, sq, sk, 2, 1, d, dtype)
-    _check(q, k, v, causal=True)
-    _check(q, k, v, causal=False)
+    _check(backend, q, k, v, causal=True)
+    _check(backend, q, k, v, causal=False)
 
 
 @pytest.mark.parametrize("hq,hkv", [(8, 1), (8, 2), (4, 1), (4, 4)])
 @pytest.mark.parametrize("d", [64, 128])
-def test_gqa_every_feature(hq, hkv, d):
+def test_gqa_every_feature(backend, hq, hkv, d):
     q, k, v, sinks, slopes = _inputs(2, 200, 333, hq, hkv, d, torch.float16, True, "batch")
-    _check(q, k, v, causal=True, window=(64, -1), sink_tokens=3, sink_logits=sinks, alibi_slopes=slopes)
-    _check(q, k, v, causal=False, window=(50, 20), alibi_slopes=slopes)
+    _check(backend, q, k, v, causal=True, window=(64, -1), sink_tokens=3, sink_logits=sinks, alibi_slopes=slopes)
+    _check(backend, q, k, v, causal=False, window=(50, 20), alibi_slopes=slopes)
 
 
 @pytest.mark.parametrize("q_offset", [0, 500, -30])
-def test_q_offset(q_offset):
+def test_q_offset(backend, q_offset):
     q, k, v, sinks, _ = _inputs(1, 300, 400, 2, 1, 128, torch.bfloat16, True)
-    _check(q, k, v, causal=True, q_offset=q_offset, sink_logits=sinks)
-    _check(q, k, v, causal=False, window=(100, 3), sink_tokens=2, q_offset=q_offset)
+    _check(backend, q, k, v, causal=True, q_offset=q_offset, sink_logits=sinks)
+    _check(backend, q, k, v, causal=False, window=(100, 3), sink_tokens=2, q_offset=q_offset)
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
-def test_dlse(deterministic):
+def test_dlse(backend, deterministic):
     # A loss on the returned lse flows through delta = rowsum(dO * O) - dlse.
     q, k, v, sinks, slopes = _inputs(2, 97, 160, 4, 2, 64, torch.bfloat16, True, "heads")
-    _check(q, k, v, dlse=True, deterministic=deterministic, causal=True, window=(48, 0), sink_tokens=2,
+    _check(backend, q, k, v, dlse=True, deterministic=deterministic, causal=True, window=(48, 0), sink_tokens=2,
            sink_logits=sinks, alibi_slopes=slopes)
 
 
-def test_sink_logit_gradient():
+def test_sink_logit_gradient(backend):
     # Sq > Sk under causal: the first rows see only the sink, which then takes
     # their whole probability mass; dsink is checked against float64 alone too.
     q, k, v, sinks, _ = _inputs(2, 200, 50, 4, 2, 64, torch.bfloat16, True)
     dout = torch.randn_like(q)
-    dq, dk, dv, dsink = _kernel_grads(q, k, v, dout, None, causal=True, sink_logits=sinks)
+    dq, dk, dv, dsink = _kernel_grads(backend, q, k, v, dout, None, causal=True, sink_logits=sinks)
     ref = _ref_grads(q, k, v, dout, None, True, causal=True, sink_logits=sinks)
     low = _ref_grads(q, k, v, dout, None, False, causal=True, sink_logits=sinks)
     assert dsink.dtype == torch.float32
@@ -198,39 +199,39 @@ def test_sink_logit_gradient():
     assert (dq[:, :150] == 0).all(), "rows that see no key have no gradient"
 
 
-def test_softmax_scale():
+def test_softmax_scale(backend):
     q, k, v, _, _ = _inputs(1, 97, 130, 2, 1, 64, torch.float16)
     for scale in (0.5, 1e-3, -0.2):
         _check(q, k, v, causal=True, softmax_scale=scale)
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
-def test_deterministic_bitwise(deterministic):
+def test_deterministic_bitwise(backend, deterministic):
     q, k, v, sinks, slopes = _inputs(2, 1025, 1025, 8, 2, 128, torch.bfloat16, True, "heads")
     kw = dict(causal=True, window=(300, 0), sink_tokens=4, sink_logits=sinks, alibi_slopes=slopes)
-    got = _check(q, k, v, deterministic=deterministic, **kw)
+    got = _check(backend, q, k, v, deterministic=deterministic, **kw)
     if deterministic:
         dout = torch.randn_like(q)
-        a = _kernel_grads(q, k, v, dout, None, deterministic=True, **kw)
-        b = _kernel_grads(q, k, v, dout, None, deterministic=True, **kw)
+        a = _kernel_grads(backend, q, k, v, dout, None, deterministic=True, **kw)
+        b = _kernel_grads(backend, q, k, v, dout, None, deterministic=True, **kw)
         for name, x, y in zip(("dq", "dk", "dv", "dsink"), a, b):
             assert torch.equal(x, y), f"{name} differs between two deterministic runs"
     assert got[0].shape == q.shape
 
 
-def test_strided_dout_and_inputs():
+def test_strided_dout_and_inputs(backend):
     b, s, h, d = 2, 129, 4, 64
     qkv = torch.randn(b, s, 3, h, d, device=DEVICE, dtype=torch.bfloat16)
     q, k, v = qkv.unbind(2)
-    _check(q, k, v, causal=True)
+    _check(backend, q, k, v, causal=True)
 
 
-def test_public_api_autograd():
+def test_public_api_autograd(backend):
     q, k, v, sinks, slopes = _inputs(2, 300, 300, 4, 2, 128, torch.bfloat16, True, "heads")
     kw = dict(causal=True, window_size=(128, 0), sink_tokens=4, alibi_slopes=slopes)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
     s_leaf = sinks.clone().requires_grad_()
-    out = pykernels.flash_attn_func(*leaves, sink_logits=s_leaf, backend="cuda", **kw)
+    out = pykernels.flash_attn_func(*leaves, sink_logits=s_leaf, backend=backend, **kw)
     dout = torch.randn_like(out)
     out.backward(dout)
     window = kw.pop("window_size")
@@ -241,18 +242,20 @@ def test_public_api_autograd():
     assert_within_2x(s_leaf.grad, ref[3], low[3], "dsink", factor=DSINK_FACTOR, floor=FLOOR)
 
 
-def test_head_dim_256_falls_back():
+def test_head_dim_256_falls_back(backend):
     # No backward kernel at d = 256: supports() says why, and dispatch runs the
     # backward on another backend (with a warning), so training still works.
-    from pykernels import backends
-    from pykernels.backends.cuda import supports
+    import importlib
 
+    from pykernels import backends
+
+    supports = importlib.import_module(f"pykernels.backends.{backend}").supports
     assert "head_dim" in supports("attention_bwd", torch.device("cuda"), torch.bfloat16, 256)
     name, _ = backends.resolve("attention_bwd", None, torch.device("cuda"), torch.bfloat16, 256)
-    assert name != "cuda"
+    assert name not in ("cuda", "cupy")
     q, k, v, _, _ = _inputs(1, 65, 65, 2, 1, 256, torch.bfloat16)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    out = pykernels.flash_attn_func(*leaves, causal=True, backend="cuda")
+    out = pykernels.flash_attn_func(*leaves, causal=True, backend=backend)
     dout = torch.randn_like(out)
     out.backward(dout)
     ref = _ref_grads(q, k, v, dout, None, True, causal=True)

@@ -2,8 +2,8 @@
 built and no nvcc is on the PATH (NVRTC compiles the csrc/ headers at first use).
 
 The check runs in a fresh interpreter that cannot import ``pykernels._C`` and
-whose PATH holds no nvcc, then compares attention and RoPE with the float64
-reference.
+whose PATH holds no nvcc, then compares attention (forward and, through
+autograd, backward) and RoPE with the float64 reference.
 """
 import os
 import shutil
@@ -30,6 +30,22 @@ out = pykernels.flash_attn_func(q, k, v, causal=True, window_size=(32, -1), sink
 ref, _ = attention_ref(q, k, v, causal=True, window_size=(32, -1), sink_tokens=2)
 low, _ = attention_ref(q, k, v, causal=True, window_size=(32, -1), sink_tokens=2, upcast=False)
 assert (out.double() - ref).abs().max() <= 2 * (low.double() - ref).abs().max() + 1e-5
+# The backward: the same NVRTC build of csrc/'s backward kernels, through autograd.
+from pykernels import backends
+assert backends.resolve("attention_bwd", None, q.device, q.dtype, 128)[0] == "cupy"
+dout = torch.randn_like(q)
+grads = {}
+for dt in (None, torch.float64, q.dtype):
+    leaves = [t.detach().clone().to(dt or t.dtype).requires_grad_() for t in (q, k, v)]
+    if dt is None:
+        o = pykernels.flash_attn_func(*leaves, causal=True, window_size=(32, -1), sink_tokens=2)
+    else:
+        o, _ = attention_ref(*leaves, causal=True, window_size=(32, -1), sink_tokens=2, upcast=dt is torch.float64)
+    o.backward(dout.to(o.dtype))
+    grads[dt] = [t.grad.double() for t in leaves]
+for name, g, r, lo in zip("qkv", grads[None], grads[torch.float64], grads[q.dtype]):
+    err, base = (g - r).abs().max(), (lo - r).abs().max()
+    assert err <= 2 * base + 1e-4, f"d{name}: {err:.3e} vs PyTorch's {base:.3e}"
 ang = torch.randn(97, 64, device="cuda")
 x = pykernels.apply_rotary(q, ang.cos(), ang.sin())
 assert (x.double() - rotary_ref(q, ang.cos(), ang.sin())).abs().max() < 2e-2

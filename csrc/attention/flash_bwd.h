@@ -2,11 +2,12 @@
 //
 // The parameter block extends the forward's (same q, k, v, out, lse, mask
 // and ALiBi fields, read instead of written) with dO, the gradients and the
-// fp32 scratch the caller allocates. The struct part is device-safe (NVRTC
-// can include it later, for the CuPy backend); the host declarations are not.
+// fp32 scratch the caller allocates. The struct part is device-safe (the CuPy
+// backend compiles it with NVRTC); the host declarations are not.
 #pragma once
 
 #include "attention/params.h"
+#include "common/host_device.h"
 
 namespace pykernels {
 namespace attention {
@@ -18,9 +19,9 @@ constexpr int kBwdRowPad = 128;
 
 // Keys per CTA of the dK/dV kernel for each head dim, 16 per warp (why these:
 // flash_bwd_kernel.cuh, BwdTraits). Here because the host sizes scratch by them.
-constexpr int bwd_block_n(int head_dim) { return (head_dim == 64 || head_dim == 128) ? 128 : 64; }
-constexpr int bwd_warps(int head_dim) { return bwd_block_n(head_dim) / 16; }
-constexpr int bwd_threads(int head_dim) { return 32 * bwd_warps(head_dim); }
+PK_HOST_DEVICE constexpr int bwd_block_n(int head_dim) { return (head_dim == 64 || head_dim == 128) ? 128 : 64; }
+PK_HOST_DEVICE constexpr int bwd_warps(int head_dim) { return bwd_block_n(head_dim) / 16; }
+PK_HOST_DEVICE constexpr int bwd_threads(int head_dim) { return 32 * bwd_warps(head_dim); }
 
 struct FlashBwdParams : FlashFwdParams {
   const void* dout;        // (B, Sq, Hq, D), strides below

@@ -124,6 +124,17 @@ struct DqTileShape {
   using type = FwdTraits<kHeadDim, 64, 64, kDqThreads / 32>;
 };
 
+// Dynamic shared memory of the dQ kernel: Q, dO, K and V tiles, 16-bit, one
+// buffer each (flash_bwd_dq_block lays them out in that order).
+template <int kHeadDim>
+__host__ __device__ constexpr int dq_smem_bytes() {
+  using Tr = typename DqTileShape<kHeadDim>::type;
+  return 2 * 2 * (Tr::kSmemQ + Tr::kSmemK);
+}
+
+// Threads per CTA of flash_bwd_convert_dq_kernel (one element pair each).
+constexpr int kConvertDqThreads = 256;
+
 // ---------------------------------------------------------------------------
 // Small helpers.
 
@@ -229,7 +240,7 @@ __global__ void __launch_bounds__(32 * kPreprocessWarps) flash_bwd_preprocess_ke
 
 // dQ = dq_accum * scale in the input dtype, two elements per thread.
 template <bool kIsBf16>
-__global__ void flash_bwd_convert_dq_kernel(const FlashBwdParams params) {
+__global__ void __launch_bounds__(kConvertDqThreads) flash_bwd_convert_dq_kernel(const FlashBwdParams params) {
   const long long pair = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int half_d = params.head_dim / 2;
   const long long n_rows = static_cast<long long>(params.batch) * params.seqlen_q * params.heads_q;

@@ -44,14 +44,13 @@ cudaError_t run_flash_bwd_(const FlashBwdParams& params, cudaStream_t stream) {
   }
 
   if (params.dq_accum != nullptr) {
-    constexpr int kThreads = 256;
     const long long pairs = static_cast<long long>(params.batch) * params.seqlen_q * params.heads_q * (kHeadDim / 2);
     if (pairs == 0) return cudaSuccess;
-    const unsigned blocks = static_cast<unsigned>((pairs + kThreads - 1) / kThreads);
-    flash_bwd_convert_dq_kernel<kIsBf16><<<blocks, kThreads, 0, stream>>>(params);
+    const unsigned blocks = static_cast<unsigned>((pairs + kConvertDqThreads - 1) / kConvertDqThreads);
+    flash_bwd_convert_dq_kernel<kIsBf16><<<blocks, kConvertDqThreads, 0, stream>>>(params);
     return cudaGetLastError();
   }
-  constexpr int kDqSmem = 2 * 2 * (TrDq::kSmemQ + TrDq::kSmemK);  // Q, dO, K, V
+  constexpr int kDqSmem = dq_smem_bytes<kHeadDim>();
   auto kernel = flash_bwd_dq_kernel<kHeadDim, kIsBf16>;
   if ((err = allow_smem(kernel, kDqSmem)) != cudaSuccess) return err;
   const int m_blocks = (params.seqlen_q + TrDq::kBlockM - 1) / TrDq::kBlockM;

@@ -145,6 +145,68 @@ def forward(q, k, v, *, softmax_scale, causal, window_left, window_right, sink_t
                             p.window_left, p.window_right, p.sink_tokens, p.q_offset)
 
 
+@dataclass(frozen=True)
+class BackwardBuffers:
+    """What the backward kernels read and write besides the prepared inputs (FlashBwdParams)."""
+
+    dout: torch.Tensor
+    out: torch.Tensor
+    lse: torch.Tensor
+    dlse: Optional[torch.Tensor]
+    dq: torch.Tensor
+    dk: torch.Tensor
+    dv: torch.Tensor
+    lse_log2: torch.Tensor  # scratch (B, Hq, Sq padded to BWD_ROW_PAD)
+    delta: torch.Tensor  # scratch, same shape
+    dq_accum: Optional[torch.Tensor]  # zeroed fp32 (B, Sq, Hq, D), or None for the deterministic dQ kernel
+    dsink_partial: Optional[torch.Tensor]  # zeroed fp32 (B, Hq, slots) with sink logits, else None
+
+
+def prepare_backward(dout, dlse, q, k, v, out, lse, *, deterministic, dsink_slots, **mask):
+    """``(Prepared, BackwardBuffers)`` of one backward call; shared with the CuPy backend.
+
+    ``dsink_slots(head_dim, seqlen_k)`` is the number of per-warp slots of the
+    sink-logit gradient (the extension's or the NVRTC module's geometry).
+    """
+    b, sq, hq, d = q.shape
+    why = supports_backward(q.dtype, d)
+    if why is not None:
+        raise ValueError(f"q: {why}")
+    p = prepare(q, k, v, **mask)
+    if dout.dtype != q.dtype:
+        dout = dout.to(q.dtype)
+    sq_pad = -(-sq // BWD_ROW_PAD) * BWD_ROW_PAD
+    stats = dict(dtype=torch.float32, device=q.device)
+    dsink_partial = None
+    if p.sink_logits is not None:
+        dsink_partial = torch.zeros(b, hq, dsink_slots(d, k.shape[1]), **stats)
+    bufs = BackwardBuffers(
+        dout=_kernel_ready(dout), out=_kernel_ready(out), lse=lse.to(torch.float32).contiguous(),
+        dlse=None if dlse is None else dlse.to(device=q.device, dtype=torch.float32).contiguous(),
+        dq=new_output(q.shape, q.dtype, q.device), dk=new_output(k.shape, k.dtype, k.device),
+        dv=new_output(v.shape, v.dtype, v.device),
+        lse_log2=torch.empty(b, hq, sq_pad, **stats), delta=torch.empty(b, hq, sq_pad, **stats),
+        dq_accum=None if deterministic else torch.zeros(b, sq, hq, d, **stats),
+        dsink_partial=dsink_partial,
+    )
+    return p, bufs
+
+
+def sink_gradient(p: Prepared, bufs: BackwardBuffers, sink_logits, heads_q: int) -> torch.Tensor:
+    """dsink from the kernel's per-warp slots (zeros without sink logits), in sink_logits' dtype.
+
+    dsink_h = -sum_{b,i} exp(sink_h - lse_i) (sum_j P_ij dP_ij - dlse_i). The
+    kernel leaves the first part in per-warp slots (fp32, never rounding O);
+    torch sums them in a fixed order, so dsink is reproducible in both modes.
+    """
+    if p.sink_logits is None:
+        return torch.zeros(heads_q, dtype=torch.float32, device=bufs.dq.device)
+    dsink = -bufs.dsink_partial.sum(dim=(0, 2))
+    if bufs.dlse is not None:  # the -dlse_i part of delta_i
+        dsink = dsink + sink_logit_grad(p.sink_logits, bufs.lse, -bufs.dlse)
+    return dsink.to(sink_logits.dtype)
+
+
 def backward(dout, dlse, q, k, v, out, lse, *, softmax_scale, causal, window_left, window_right, sink_tokens,
              sink_logits, alibi_slopes, q_offset, deterministic=False):
     """``(dq, dk, dv, dsink)`` of flash attention; see ``pykernels.ops.attention``.
@@ -157,42 +219,11 @@ def backward(dout, dlse, q, k, v, out, lse, *, softmax_scale, causal, window_lef
     from . import load_extension
 
     _C = load_extension()
-    b, sq, hq, d = q.shape
-    why = supports_backward(q.dtype, d)
-    if why is not None:
-        raise ValueError(f"q: {why}")
-    p = prepare(q, k, v, softmax_scale=softmax_scale, causal=causal, window_left=window_left,
-                window_right=window_right, sink_tokens=sink_tokens, sink_logits=sink_logits,
-                alibi_slopes=alibi_slopes, q_offset=q_offset)
-    if dout.dtype != q.dtype:
-        dout = dout.to(q.dtype)
-    dout, out = _kernel_ready(dout), _kernel_ready(out)
-    lse = lse.to(torch.float32).contiguous()
-    dlse = None if dlse is None else dlse.to(device=q.device, dtype=torch.float32).contiguous()
-
-    dq = new_output(q.shape, q.dtype, q.device)
-    dk = new_output(k.shape, k.dtype, k.device)
-    dv = new_output(v.shape, v.dtype, v.device)
-    sq_pad = -(-sq // BWD_ROW_PAD) * BWD_ROW_PAD
-    lse_log2 = torch.empty(b, hq, sq_pad, dtype=torch.float32, device=q.device)
-    delta = torch.empty(b, hq, sq_pad, dtype=torch.float32, device=q.device)
-    dq_accum = None if deterministic else torch.zeros(b, sq, hq, d, dtype=torch.float32, device=q.device)
-    dsink_partial = None
-    if p.sink_logits is not None:
-        dsink_partial = torch.zeros(b, hq, _C.attention_bwd_dsink_slots(d, k.shape[1]), dtype=torch.float32,
-                                    device=q.device)
-    _C.attention_bwd(dout, p.q, p.k, p.v, out, lse, dlse, dq, dk, dv, dq_accum, lse_log2, delta, p.sink_logits,
-                     dsink_partial, p.alibi_slopes, p.softmax_scale, p.causal, p.window_left, p.window_right,
-                     p.sink_tokens, p.q_offset)
-
-    if p.sink_logits is not None:
-        # dsink_h = -sum_{b,i} exp(sink_h - lse_i) (sum_j P_ij dP_ij - dlse_i). The kernel
-        # leaves the first part in per-warp slots (fp32, never rounding O); torch sums them
-        # in a fixed order, so dsink is reproducible in both modes.
-        dsink = -dsink_partial.sum(dim=(0, 2))
-        if dlse is not None:  # the -dlse_i part of delta_i
-            dsink = dsink + sink_logit_grad(p.sink_logits, lse, -dlse)
-        dsink = dsink.to(sink_logits.dtype)
-    else:
-        dsink = torch.zeros(hq, dtype=torch.float32, device=q.device)
-    return dq, dk, dv, dsink
+    p, f = prepare_backward(dout, dlse, q, k, v, out, lse, deterministic=deterministic,
+                            dsink_slots=_C.attention_bwd_dsink_slots, softmax_scale=softmax_scale, causal=causal,
+                            window_left=window_left, window_right=window_right, sink_tokens=sink_tokens,
+                            sink_logits=sink_logits, alibi_slopes=alibi_slopes, q_offset=q_offset)
+    _C.attention_bwd(f.dout, p.q, p.k, p.v, f.out, f.lse, f.dlse, f.dq, f.dk, f.dv, f.dq_accum, f.lse_log2, f.delta,
+                     p.sink_logits, f.dsink_partial, p.alibi_slopes, p.softmax_scale, p.causal, p.window_left,
+                     p.window_right, p.sink_tokens, p.q_offset)
+    return f.dq, f.dk, f.dv, sink_gradient(p, f, sink_logits, q.shape[2])

@@ -31,8 +31,10 @@ def supports(op, device, dtype, head_dim):
         return None if dtype in (*_HALF, torch.float32) else f"rope takes float16, bfloat16 or float32, got {dtype}"
     if dtype not in _HALF:
         return f"it takes float16 or bfloat16, got {dtype}"
-    if op == "attention_fwd":
-        from . import attention
+    from . import attention
 
+    if op == "attention_fwd":
         return attention.supports(dtype, head_dim)
-    return f"{op} has no CuPy kernel yet"
+    if op == "attention_bwd":
+        return attention.supports_backward(dtype, head_dim)
+    return f"{op} has no CuPy kernel"

@@ -32,7 +32,7 @@ from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 
-__all__ = ["csrc_dir", "compile_module", "current_stream", "as_cupy", "BASE_OPTIONS"]
+__all__ = ["csrc_dir", "module_options", "compile_module", "current_stream", "as_cupy", "BASE_OPTIONS"]
 
 # Flags for every module: C++17 as the nvcc build uses, fast math to match its
 # --use_fast_math (exp2f -> ex2.approx.ftz).
@@ -78,6 +78,15 @@ def _cuda_include_dirs() -> Tuple[str, ...]:
     return tuple(dict.fromkeys(dirs))
 
 
+def module_options(options: Iterable[str] = ()) -> Tuple[str, ...]:
+    """Every NVRTC option of a module: BASE_OPTIONS, ``options``, then the include paths.
+
+    Also what tests/test_cupy_nvrtc.py compiles with, on CPU, through NVRTC alone.
+    """
+    opts = tuple(BASE_OPTIONS) + tuple(options) + (f"-I{csrc_dir()}",)
+    return opts + tuple(f"-I{d}" for d in _cuda_include_dirs())
+
+
 def compile_module(source: str, name_expressions: Iterable[str] = (), options: Iterable[str] = (),
                    device: Optional[int] = None):
     """Compile ``source`` (which may ``#include`` csrc headers) into a ``cupy.RawModule``.
@@ -93,8 +102,7 @@ def compile_module(source: str, name_expressions: Iterable[str] = (), options: I
     if device is None:
         device = torch.cuda.current_device()
     names = tuple(name_expressions)
-    opts = tuple(BASE_OPTIONS) + tuple(options) + (f"-I{csrc_dir()}",)
-    opts += tuple(f"-I{d}" for d in _cuda_include_dirs())
+    opts = module_options(options)
     key = (source, names, opts, device)
     with _lock:
         mod = _modules.get(key)

@@ -16,7 +16,7 @@ Launches go on ``torch.cuda.current_stream()``.
 from __future__ import annotations
 
 import threading
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -35,7 +35,14 @@ def _name(ctype: str, vec: int, interleaved: bool, freqs_in_kernel: bool) -> str
     return f"pykernels::rope::rotary_kernel<{ctype}, {vec}, {flags}>"
 
 
-def _source() -> str:
+def kernel_names(dtype: torch.dtype) -> List[str]:
+    """Every instantiation one dtype's module holds: vector width, layout, table or in-kernel angles."""
+    ctype = _CTYPES[dtype]
+    wide = VECTOR_BYTES // torch.empty((), dtype=dtype).element_size()
+    return [_name(ctype, vec, inter, freqs) for vec in (wide, 1) for inter in (False, True) for freqs in (False, True)]
+
+
+def source() -> str:
     return (
         '#include "rope/rotary.cuh"\n'
         'extern "C" __device__ int pk_rope_geometry[3] = '
@@ -55,11 +62,7 @@ def _module(device: int, dtype: torch.dtype):
         return hit
     import cupy as cp
 
-    ctype = _CTYPES[dtype]
-    wide = VECTOR_BYTES // torch.empty((), dtype=dtype).element_size()
-    names = [_name(ctype, vec, inter, freqs) for vec in (wide, 1) for inter in (False, True)
-             for freqs in (False, True)]
-    mod = compile_module(_source(), names, device=device)
+    mod = compile_module(source(), kernel_names(dtype), device=device)
     with cp.cuda.Device(device):
         geometry = tuple(int(x) for x in cp.ndarray((3,), cp.int32, mod.get_global("pk_rope_geometry")).get())
     hit = (mod, geometry)
