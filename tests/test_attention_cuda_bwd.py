@@ -202,7 +202,7 @@ def test_sink_logit_gradient(backend):
 def test_softmax_scale(backend):
     q, k, v, _, _ = _inputs(1, 97, 130, 2, 1, 64, torch.float16)
     for scale in (0.5, 1e-3, -0.2):
-        _check(q, k, v, causal=True, softmax_scale=scale)
+        _check(backend, q, k, v, causal=True, softmax_scale=scale)
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
