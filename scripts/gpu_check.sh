@@ -8,8 +8,9 @@
 #   ATTN_SWEEPS="--quick; --variants causal --head-dims 64"  # attention sweeps, ';'-separated
 #   PROFILE_GROUPS="compiled slow numba" PROFILE_SECONDS=220 PROFILE_ARGS="--seqlens 32K 64K"  # the main job
 #
-# Stages: build native test sanitize long ropedev ropevariants bench profile notebooks (long:
-# the 1M-token scale run; ropedev: scripts/bench_rope_dev.py). Each stage logs to
+# Stages: build native test sanitize long ropedev ropevariants bench profile ncu notebooks (long:
+# the 1M-token scale run; ropedev: scripts/bench_rope_dev.py; ncu: Nsight Compute reports, not
+# in the default set). Each stage logs to
 # OUTDIR/<stage>.log and a failed stage does not stop the next one; the exit
 # code is non-zero if any stage failed. OUTDIR/gpu_check.json records the GPU,
 # torch/CUDA versions, commit, date, per-stage status and times, and the test
@@ -156,6 +157,17 @@ stage_profile() {
   return $rc
 }
 
+stage_ncu() {
+  # Nsight Compute's full report of the causal forward and of the dK/dV backward
+  # kernel (d=128, 16K), as text in ncu.log: occupancy, stalls, memory, registers.
+  local rc=0
+  ncu --set full --kernel-name regex:flash_fwd_kernel --launch-skip 1 --launch-count 1 \
+    $PY scripts/ncu_target.py --mode fwd ${NCU_ARGS:-} || rc=1
+  ncu --set full --kernel-name regex:flash_bwd_dkdv --launch-skip 1 --launch-count 1 \
+    $PY scripts/ncu_target.py --mode bwd ${NCU_ARGS:-} || rc=1
+  return $rc
+}
+
 stage_notebooks() {
   $PY scripts/run_notebooks.py
 }
@@ -169,6 +181,7 @@ run_stage ropedev stage_ropedev
 run_stage ropevariants stage_ropevariants
 run_stage bench stage_bench
 run_stage profile stage_profile
+run_stage ncu stage_ncu
 run_stage notebooks stage_notebooks
 
 # Record the run: GPU, versions, commit, date, stage results, test counts.
