@@ -262,3 +262,26 @@ def test_head_dim_256_falls_back(backend):
     low = _ref_grads(q, k, v, dout, None, False, causal=True)
     for name, leaf, r, lo in zip(("dq", "dk", "dv"), leaves, ref, low):
         _within(leaf.grad, r, lo, name)
+
+
+def test_cupy_backward_on_side_stream():
+    # The CuPy backward launches its four kernels on torch's current stream:
+    # dout is written on a busy side stream just before the call, so a kernel
+    # launched anywhere else would read it too early.
+    if not pykernels.available_backends()["cupy"]:
+        pytest.skip(pykernels.available_backends()["cupy"].reason)
+    q, k, v, sinks, _ = _inputs(2, 1025, 1025, 4, 2, 128, torch.bfloat16, True)
+    # Deterministic mode: the two runs must then agree bit for bit.
+    kw = dict(causal=True, window=(256, 0), sink_logits=sinks, deterministic=True)
+    dout_src = torch.randn_like(q)
+    want = _kernel_grads("cupy", q, k, v, dout_src, None, **kw)
+    dout = torch.zeros_like(q)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(20_000_000)
+        dout.copy_(dout_src)
+        got = _kernel_grads("cupy", q, k, v, dout, None, **kw)
+    stream.synchronize()
+    for name, x, y in zip(("dq", "dk", "dv", "dsink"), got, want):
+        assert torch.equal(x, y), f"{name} differs when the call runs on a side stream"
