@@ -58,11 +58,9 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("bench_rope_variants: needs a CUDA GPU")
         return 0
-    import cupy as cp
-
     from pykernels import rope
     from pykernels.backends.cupy import rope as cupy_rope
-    from pykernels.backends.cupy._compile import compile_module, current_stream
+    from pykernels.backends.cupy._compile import compile_module, current_stream, read_ints
 
     b, s, h, d = (int(x) for x in args.shape.split(","))
     dev = torch.device("cuda")
@@ -84,7 +82,7 @@ def main() -> int:
         wide = 8
         names = [cupy_rope._name("__nv_bfloat16", wide, False, f) for f in (False, True)]
         mod = compile_module(cupy_rope.source(), names, options=opts, device=dev.index or 0)
-        geometry = tuple(int(x) for x in cp.ndarray((3,), cp.int32, mod.get_global("pk_rope_geometry")).get())
+        geometry = read_ints(mod, "pk_rope_geometry", 3)
         result = {}
         for freqs, (table, sin_t, scale) in ((False, (cos, sin, 1.0)), (True, (inv_freq, None, 1.0))):
             vec, blocks, kargs = cupy_rope._plan(q, k, table, sin_t, scale, None, 0, q_out, k_out, False, geometry)

@@ -9,16 +9,20 @@ extension builds with nvcc; those headers guard host-only code with
   headers, with explicit template instantiations named by
   ``name_expressions``; modules are cached per (source, names, options,
   device) in memory, and CuPy caches the binaries on disk;
-* :func:`current_stream` wraps ``torch.cuda.current_stream()`` so kernels
-  launch on the caller's stream (no implicit synchronisation with torch);
+* :func:`cached` keeps what an op derives from a module (kernels, launch
+  geometry read with :func:`read_ints`), built once per key;
+* :class:`LaunchScope` launches on the tensor's device and on
+  ``torch.cuda.current_stream()`` there (no implicit synchronisation with
+  torch); :func:`current_stream` is the stream part alone;
+* :func:`allow_smem` opts a kernel in to more than 48 KiB of shared memory;
 * :func:`as_cupy` views a torch tensor as a CuPy array without a copy (DLPack).
 
 Example::
 
-    from ._compile import compile_module, current_stream
+    from ._compile import LaunchScope, compile_module
     mod = compile_module('#include "attention/flash_fwd_kernel.cuh"', [name])
     kern = mod.get_function(name)
-    with current_stream(x.device):
+    with LaunchScope(x.device.index):
         kern(grid, block, args)
 """
 from __future__ import annotations
@@ -32,7 +36,8 @@ from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 
-__all__ = ["csrc_dir", "module_options", "compile_module", "current_stream", "as_cupy", "BASE_OPTIONS"]
+__all__ = ["csrc_dir", "module_options", "compile_module", "cached", "read_ints", "current_stream", "LaunchScope",
+           "allow_smem", "as_cupy", "BASE_OPTIONS"]
 
 # Flags for every module: C++17 as the nvcc build uses, fast math to match its
 # --use_fast_math (exp2f -> ex2.approx.ftz).
@@ -116,6 +121,30 @@ def compile_module(source: str, name_expressions: Iterable[str] = (), options: I
     return mod
 
 
+_built: Dict[tuple, object] = {}
+
+
+def cached(key: tuple, build):
+    """``build()`` once per ``key``: what an op derives from a compiled module (kernels, launch geometry).
+
+    Compiling is slow and every launch looks its kernels up, so ops keep the
+    result here; keys start with the op's name ("attention_fwd", "rope", ...).
+    """
+    with _lock:
+        hit = _built.get(key)
+    if hit is None:
+        hit = build()
+        with _lock:
+            _built[key] = hit
+    return hit
+
+
+def read_ints(module, symbol: str, n: int) -> Tuple[int, ...]:
+    """The ``n`` ints of the ``__device__ int symbol[n]`` a module defines (launch geometry from the headers)."""
+    cp = _cupy()
+    return tuple(int(x) for x in cp.ndarray((n,), cp.int32, module.get_global(symbol)).get())
+
+
 _streams: Dict[Tuple[int, int], object] = {}
 
 
@@ -137,6 +166,40 @@ def current_stream(device=None):
                 st = cp.cuda.ExternalStream(ts.cuda_stream, ts.device.index)
         _streams[key] = st
     return st
+
+
+class LaunchScope:
+    """``with LaunchScope(device):`` launches on ``device``, on torch's current stream there.
+
+    The device is made current only when it is not already:
+    ``torch.cuda.device`` costs host time, and almost every call is already on
+    the right device. A plain class rather than a generator context manager,
+    as it wraps every launch.
+    """
+
+    __slots__ = ("_stream", "_device")
+
+    def __init__(self, device: int):
+        self._stream = current_stream(device)
+        same = _cupy().cuda.runtime.getDevice() == device
+        self._device = None if same else torch.cuda.device(device)
+
+    def __enter__(self):
+        if self._device is not None:
+            self._device.__enter__()
+        self._stream.__enter__()
+
+    def __exit__(self, *exc):
+        self._stream.__exit__(*exc)
+        if self._device is not None:
+            self._device.__exit__(*exc)
+        return False
+
+
+def allow_smem(kernel, nbytes: int) -> None:
+    """Opt ``kernel`` in to ``nbytes`` of dynamic shared memory beyond the default 48 KiB (as allow_smem in C++)."""
+    if nbytes > 48 * 1024:
+        kernel.max_dynamic_shared_size_bytes = nbytes
 
 
 def as_cupy(t: torch.Tensor):

@@ -18,7 +18,6 @@ so a drift between the two fails loudly instead of misreading the struct.
 """
 from __future__ import annotations
 
-import threading
 from typing import Dict, Tuple
 
 import numpy as np
@@ -28,7 +27,7 @@ from ..cuda.attention import (  # noqa: F401
     BWD_ROW_PAD, SUPPORTED_BWD_HEAD_DIMS, SUPPORTED_HEAD_DIMS, new_outputs, prepare, prepare_backward, sink_gradient, supports,
     supports_backward,
 )
-from ._compile import compile_module, current_stream
+from ._compile import LaunchScope, allow_smem, cached, compile_module, read_ints
 
 _PTRS = ("q", "k", "v", "out", "lse", "sink_logits", "alibi_slopes")
 _STRIDES = ("q_batch_stride", "q_row_stride", "q_head_stride", "k_batch_stride", "k_row_stride", "k_head_stride",
@@ -61,8 +60,6 @@ LOG2E = 1.4426950408889634
 # knob for kernel experiments (scripts/dev/attn_variants.py); leave empty.
 EXTRA_OPTIONS: Tuple[str, ...] = ()
 
-_lock = threading.Lock()
-_kernels: Dict[tuple, tuple] = {}
 
 
 def _layout_kernel(name: str, struct: str, dtype: np.dtype) -> str:
@@ -98,12 +95,6 @@ def _check_layout(mod, name: str, dtype: np.dtype) -> None:
         raise RuntimeError(f"{name}: the C++ parameter struct and its NumPy mirror disagree on {bad}")
 
 
-def _geometry(mod, symbol: str, n: int):
-    import cupy as cp
-
-    return [int(x) for x in cp.ndarray((n,), cp.int32, mod.get_global(symbol)).get()]
-
-
 def _cpp_bool(x: bool) -> str:
     return "true" if x else "false"
 
@@ -117,27 +108,30 @@ def fwd_kernel_name(head_dim: int, is_bf16: bool, has_alibi: bool) -> str:
     return f"pykernels::attention::flash_fwd_kernel<{head_dim}, {_cpp_bool(is_bf16)}, {_cpp_bool(has_alibi)}>"
 
 
+def _device_of(t: torch.Tensor) -> int:
+    return t.device.index if t.device.index is not None else torch.cuda.current_device()
+
+
 def _kernel(head_dim: int, is_bf16: bool, has_alibi: bool, device: int):
     """(kernel, block_m, threads, smem_bytes) for one instantiation, compiled once per device."""
-    key = (device, head_dim, is_bf16, has_alibi, EXTRA_OPTIONS)
-    with _lock:
-        hit = _kernels.get(key)
-    if hit is not None:
-        return hit
-    import cupy as cp
 
-    name = fwd_kernel_name(head_dim, is_bf16, has_alibi)
-    mod = compile_module(fwd_source(), [name], options=kernel_options(head_dim), device=device)
-    with cp.cuda.Device(device):
-        _check_layout(mod, "pk_params_layout", _PARAMS_DTYPE)
-        block_m, threads, smem = _geometry(mod, "pk_fwd_geometry", 3)
-        kern = mod.get_function(name)
-        if smem > 48 * 1024:
-            kern.max_dynamic_shared_size_bytes = smem
-    hit = (kern, block_m, threads, smem)
-    with _lock:
-        _kernels[key] = hit
-    return hit
+    def build():
+        import cupy as cp
+
+        name = fwd_kernel_name(head_dim, is_bf16, has_alibi)
+        mod = compile_module(fwd_source(), [name], options=kernel_options(head_dim), device=device)
+        with cp.cuda.Device(device):
+            _check_layout(mod, "pk_params_layout", _PARAMS_DTYPE)
+            block_m, threads, smem = read_ints(mod, "pk_fwd_geometry", 3)
+            kern = mod.get_function(name)
+            allow_smem(kern, smem)
+        return kern, block_m, threads, smem
+
+    return cached(("attention_fwd", device, head_dim, is_bf16, has_alibi, EXTRA_OPTIONS), build)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def _ptr(t) -> int:
@@ -174,12 +168,6 @@ def _bwd_params(p, f) -> np.void:
     return np.array([values], dtype=_BWD_PARAMS_DTYPE)[0]
 
 
-def cp_current_device() -> int:
-    import cupy as cp
-
-    return cp.cuda.runtime.getDevice()
-
-
 def forward(q, k, v, *, softmax_scale, causal, window_left, window_right, sink_tokens, sink_logits,
             alibi_slopes, q_offset):
     """``(out, lse)`` of flash attention; see ``pykernels.ops.attention``."""
@@ -193,16 +181,11 @@ def forward(q, k, v, *, softmax_scale, causal, window_left, window_right, sink_t
     # ALiBi is a compile-time flag; a non-positive scale also takes that path
     # (it scales scores before the row max), as in flash_fwd_launch.cuh.
     has_alibi = p.alibi_slopes is not None or not p.softmax_scale > 0
-    device = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    device = _device_of(q)
     kern, block_m, threads, smem = _kernel(d, q.dtype == torch.bfloat16, has_alibi, device)
-    grid = (b * hq, (sq + block_m - 1) // block_m, 1)
-    args = (_params(p, out, lse),)
-    with current_stream(q.device):
-        if device == cp_current_device():
-            kern(grid, (threads, 1, 1), args, shared_mem=smem)
-        else:
-            with torch.cuda.device(device):
-                kern(grid, (threads, 1, 1), args, shared_mem=smem)
+    grid = (b * hq, _cdiv(sq, block_m), 1)
+    with LaunchScope(device):
+        kern(grid, (threads, 1, 1), (_params(p, out, lse),), shared_mem=smem)
     return out, lse
 
 
@@ -245,33 +228,24 @@ def _bwd_kernels(head_dim: int, is_bf16: bool, device: int):
     kernels: preprocess, dkdv, convert_dq, dq (CuPy RawKernels); geometry: a
     dict keyed by _BWD_GEOMETRY.
     """
-    key = ("bwd", device, head_dim, is_bf16, EXTRA_OPTIONS)
-    with _lock:
-        hit = _kernels.get(key)
-    if hit is not None:
-        return hit
-    import cupy as cp
 
-    names = bwd_kernel_names(head_dim, is_bf16)
-    mod = compile_module(bwd_source(), list(names.values()), options=kernel_options(head_dim), device=device)
-    with cp.cuda.Device(device):
-        _check_layout(mod, "pk_bwd_params_layout", _BWD_PARAMS_DTYPE)
-        geom = dict(zip(_BWD_GEOMETRY, _geometry(mod, "pk_bwd_geometry", len(_BWD_GEOMETRY))))
-        if geom["row_pad"] != BWD_ROW_PAD:
-            raise RuntimeError(f"kBwdRowPad is {geom['row_pad']} in csrc/attention/flash_bwd.h but "
-                               f"BWD_ROW_PAD is {BWD_ROW_PAD} in pykernels/backends/cuda/attention.py")
-        kernels = {role: mod.get_function(name) for role, name in names.items()}
-        for role in ("dkdv", "dq"):
-            if geom[f"{role}_smem"] > 48 * 1024:
-                kernels[role].max_dynamic_shared_size_bytes = geom[f"{role}_smem"]
-    hit = (kernels, geom)
-    with _lock:
-        _kernels[key] = hit
-    return hit
+    def build():
+        import cupy as cp
 
+        names = bwd_kernel_names(head_dim, is_bf16)
+        mod = compile_module(bwd_source(), list(names.values()), options=kernel_options(head_dim), device=device)
+        with cp.cuda.Device(device):
+            _check_layout(mod, "pk_bwd_params_layout", _BWD_PARAMS_DTYPE)
+            geom = dict(zip(_BWD_GEOMETRY, read_ints(mod, "pk_bwd_geometry", len(_BWD_GEOMETRY))))
+            if geom["row_pad"] != BWD_ROW_PAD:
+                raise RuntimeError(f"kBwdRowPad is {geom['row_pad']} in csrc/attention/flash_bwd.h but "
+                                   f"BWD_ROW_PAD is {BWD_ROW_PAD} in pykernels/backends/cuda/attention.py")
+            kernels = {role: mod.get_function(name) for role, name in names.items()}
+            allow_smem(kernels["dkdv"], geom["dkdv_smem"])
+            allow_smem(kernels["dq"], geom["dq_smem"])
+        return kernels, geom
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+    return cached(("attention_bwd", device, head_dim, is_bf16, EXTRA_OPTIONS), build)
 
 
 def _launch_bwd(kernels, geom, p, f, args) -> None:
@@ -297,10 +271,6 @@ def _launch_bwd(kernels, geom, p, f, args) -> None:
         kernels["dq"]((b * hq, m_blocks), (geom["dq_threads"],), args, shared_mem=geom["dq_smem"])
 
 
-def _dsink_slots(geom):
-    return lambda head_dim, seqlen_k: _cdiv(seqlen_k, geom["block_n"]) * geom["dsink_warps"]
-
-
 def backward(dout, dlse, q, k, v, out, lse, *, softmax_scale, causal, window_left, window_right, sink_tokens,
              sink_logits, alibi_slopes, q_offset, deterministic=False):
     """``(dq, dk, dv, dsink)`` of flash attention; see ``pykernels.ops.attention``.
@@ -308,22 +278,19 @@ def backward(dout, dlse, q, k, v, out, lse, *, softmax_scale, causal, window_lef
     The CUDA backend's backward (same kernels, same modes): ``deterministic=True``
     computes dQ in its own kernel instead of fp32 atomics.
     """
-    why = supports_backward(q.dtype, q.shape[-1])
-    if why is not None:
-        raise ValueError(f"q: {why}")
-    device = q.device.index if q.device.index is not None else torch.cuda.current_device()
-    kernels, geom = _bwd_kernels(q.shape[-1], q.dtype == torch.bfloat16, device)
-    p, f = prepare_backward(dout, dlse, q, k, v, out, lse, deterministic=deterministic,
-                            dsink_slots=_dsink_slots(geom), softmax_scale=softmax_scale, causal=causal,
-                            window_left=window_left, window_right=window_right, sink_tokens=sink_tokens,
-                            sink_logits=sink_logits, alibi_slopes=alibi_slopes, q_offset=q_offset)
-    b, sq, hq, _ = q.shape
+    device, is_bf16 = _device_of(q), q.dtype == torch.bfloat16
+
+    def dsink_slots(head_dim, seqlen_k):  # called after prepare_backward has checked the head dim
+        geom = _bwd_kernels(head_dim, is_bf16, device)[1]
+        return _cdiv(seqlen_k, geom["block_n"]) * geom["dsink_warps"]
+
+    p, f = prepare_backward(dout, dlse, q, k, v, out, lse, deterministic=deterministic, dsink_slots=dsink_slots,
+                            softmax_scale=softmax_scale, causal=causal, window_left=window_left,
+                            window_right=window_right, sink_tokens=sink_tokens, sink_logits=sink_logits,
+                            alibi_slopes=alibi_slopes, q_offset=q_offset)
+    b, sq, hq, d = q.shape
     if b * hq > 0 and (sq > 0 or k.shape[1] > 0):
-        args = (_bwd_params(p, f),)
-        with current_stream(q.device):
-            if device == cp_current_device():
-                _launch_bwd(kernels, geom, p, f, args)
-            else:
-                with torch.cuda.device(device):
-                    _launch_bwd(kernels, geom, p, f, args)
+        kernels, geom = _bwd_kernels(d, is_bf16, device)
+        with LaunchScope(device):
+            _launch_bwd(kernels, geom, p, f, (_bwd_params(p, f),))
     return f.dq, f.dk, f.dv, sink_gradient(p, f, sink_logits, hq)

@@ -15,19 +15,16 @@ Launches go on ``torch.cuda.current_stream()``.
 """
 from __future__ import annotations
 
-import threading
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
 
-from ._compile import compile_module, current_stream
+from ._compile import LaunchScope, cached, compile_module, read_ints
 
 VECTOR_BYTES = 16
 _CTYPES = {torch.float16: "__half", torch.bfloat16: "__nv_bfloat16", torch.float32: "float"}
 
-_lock = threading.Lock()
-_modules: Dict[Tuple[int, torch.dtype], tuple] = {}
 
 
 def _name(ctype: str, vec: int, interleaved: bool, freqs_in_kernel: bool) -> str:
@@ -55,20 +52,15 @@ def _module(device: int, dtype: torch.dtype):
 
     geometry is (kThreads, kTargetBlocks, kMinRowsPerChunk) of rotary.cuh.
     """
-    key = (device, dtype)
-    with _lock:
-        hit = _modules.get(key)
-    if hit is not None:
-        return hit
-    import cupy as cp
 
-    mod = compile_module(source(), kernel_names(dtype), device=device)
-    with cp.cuda.Device(device):
-        geometry = tuple(int(x) for x in cp.ndarray((3,), cp.int32, mod.get_global("pk_rope_geometry")).get())
-    hit = (mod, geometry)
-    with _lock:
-        _modules[key] = hit
-    return hit
+    def build():
+        import cupy as cp
+
+        mod = compile_module(source(), kernel_names(dtype), device=device)
+        with cp.cuda.Device(device):
+            return mod, read_ints(mod, "pk_rope_geometry", 3)
+
+    return cached(("rope", device, dtype), build)
 
 
 def _aligned(t: torch.Tensor) -> bool:
@@ -150,7 +142,7 @@ def _launch(q, k, table, sin, scale, positions, offset, q_out, k_out, interleave
     mod, geometry = _module(device, q.dtype)
     vec, blocks, args = _plan(q, k, table, sin, scale, positions, offset, q_out, k_out, conjugate, geometry)
     kern = mod.get_function(_name(_CTYPES[q.dtype], vec, interleaved, sin is None))
-    with torch.cuda.device(device), current_stream(q.device):
+    with LaunchScope(device):
         kern((*blocks, 1), (geometry[0], 1, 1), args)
 
 
