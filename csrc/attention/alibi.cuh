@@ -20,41 +20,40 @@ __device__ __forceinline__ float alibi_slope_log2(const FlashFwdParams& p, int b
   return p.alibi_slopes[b * p.alibi_batch_stride + h] * LOG2E;
 }
 
-// S[mf][j][e] at (row0 + 16 mf + 8 (e / 2), col0 + 8 j + (e % 2)) as in
-// apply_mask; `offset` turns a row into its position p.
-template <int kMFrags, int kNTiles>
-__device__ __forceinline__ void apply_alibi_log2(float (&S)[kMFrags][kNTiles][4], float softmax_scale_log2,
-                                                 float slope_log2, int row0, int offset, int col0) {
+// Both tile layouts put S[f][j][e] (the C layout of mma.cuh) at tile row
+// row0 + 16 f + 8 (e / 2) and column col0 + 8 j + (e % 2). With queries on the
+// rows the distance is |row + offset - col|; with keys on the rows (the
+// backward's transposed tiles) it is |col + offset - row|, the same with the
+// offset negated: `shift` is that signed offset.
+template <int kFrags, int kTiles>
+__device__ __forceinline__ void apply_alibi_log2_tile(float (&S)[kFrags][kTiles][4], float softmax_scale_log2,
+                                                      float slope_log2, int row0, int col0, int shift) {
 #pragma unroll
-  for (int mf = 0; mf < kMFrags; ++mf)
+  for (int f = 0; f < kFrags; ++f)
 #pragma unroll
-    for (int j = 0; j < kNTiles; ++j)
+    for (int j = 0; j < kTiles; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int p = row0 + 16 * mf + 8 * (e >> 1) + offset;
+        const int row = row0 + 16 * f + 8 * (e >> 1);
         const int col = col0 + 8 * j + (e & 1);
-        const float dist = static_cast<float>(abs(p - col));
-        S[mf][j][e] = S[mf][j][e] * softmax_scale_log2 - slope_log2 * dist;
+        const float dist = static_cast<float>(abs(row + shift - col));
+        S[f][j][e] = S[f][j][e] * softmax_scale_log2 - slope_log2 * dist;
       }
 }
 
-// The backward's transposed tile (rows = keys, columns = queries), as
-// apply_mask_transposed lays it out: S[nf][j][e] is key key0 + 16 nf + 8 (e / 2)
-// and query q0 + 8 j + (e % 2).
+// Rows = queries (as apply_mask): `offset` turns a row into its position p.
+template <int kMFrags, int kNTiles>
+__device__ __forceinline__ void apply_alibi_log2(float (&S)[kMFrags][kNTiles][4], float softmax_scale_log2,
+                                                 float slope_log2, int row0, int offset, int col0) {
+  apply_alibi_log2_tile(S, softmax_scale_log2, slope_log2, row0, col0, offset);
+}
+
+// Rows = keys, columns = queries (the backward, as apply_mask_transposed):
+// S[nf][j][e] is key key0 + 16 nf + 8 (e / 2) and query q0 + 8 j + (e % 2).
 template <int kNFrags, int kMTiles>
 __device__ __forceinline__ void apply_alibi_log2_transposed(float (&S)[kNFrags][kMTiles][4], float softmax_scale_log2,
                                                             float slope_log2, int key0, int q0, int offset) {
-#pragma unroll
-  for (int nf = 0; nf < kNFrags; ++nf)
-#pragma unroll
-    for (int j = 0; j < kMTiles; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int p = q0 + 8 * j + (e & 1) + offset;
-        const int key = key0 + 16 * nf + 8 * (e >> 1);
-        const float dist = static_cast<float>(abs(p - key));
-        S[nf][j][e] = S[nf][j][e] * softmax_scale_log2 - slope_log2 * dist;
-      }
+  apply_alibi_log2_tile(S, softmax_scale_log2, slope_log2, key0, q0, -offset);
 }
 
 // Scores to log2 units without ALiBi (any tile layout).
