@@ -213,20 +213,11 @@ __device__ __forceinline__ void rotate_pairs(float (&a)[VEC], float (&b)[VEC], c
   }
 }
 
-// The 16-bit vector path on the device works on whole 32-bit words: a uint4
-// load, two elements per word unpacked with bit operations and packed back
-// by one cvt.rn.{bf16,f16}x2 (common/half_pairs.cuh). Element by element through Vec<__nv_bfloat16, 8>,
-// the kernel took 128-154 registers (bf16) against 104 for fp16, which capped
-// it at 2 blocks per SM.
-template <typename T>
-struct IsBf16 {
-  static constexpr bool value = false;
-};
-template <>
-struct IsBf16<__nv_bfloat16> {
-  static constexpr bool value = true;
-};
-
+// The 16-bit vector path on the device (WordIO below) works on whole 32-bit
+// words: a uint4 load, two elements per word unpacked with bit operations and
+// packed back by one cvt.rn.{bf16,f16}x2 (common/half_pairs.cuh). Element by
+// element through Vec<__nv_bfloat16, 8>, the kernel took 128-154 registers
+// (bf16) against 104 for fp16, which capped it at 2 blocks per SM.
 #if defined(__CUDA_ARCH__)
 __device__ __forceinline__ uint4 load_words(const void* p) {
 #if PK_ROPE_STREAM
@@ -262,76 +253,75 @@ __device__ __forceinline__ uint4 pack_words(const float (&in)[8]) {
                     pack_float2<kBf16>(in[4], in[5]), pack_float2<kBf16>(in[6], in[7]));
 }
 
-template <typename T, bool INTERLEAVED>
-__device__ __forceinline__ void rotate_rows_words(const T* src, T* dst, index_t src_step, index_t dst_step, int n,
-                                                  int e1, int e2, const float (&c)[8], const float (&s)[8]) {
-  constexpr bool kBf16 = IsBf16<T>::value;
-#pragma unroll 1
+// How one row's VEC elements travel: one vector load, unpacked to floats,
+// packed and stored back (the two paths pack in the order each was tuned with). RowIO picks the word path for 16-bit 8-vectors on
+// the device and ElementIO for the rest (float, one-element vectors, the host
+// emulation).
+template <typename T, bool kBf16>
+struct WordIO {
+  using Storage = uint4;
+  __device__ __forceinline__ static Storage load(const T* p) { return load_words(p); }
+  __device__ __forceinline__ static void unpack(const Storage& v, float (&x)[8]) { unpack_words<kBf16>(v, x); }
+  __device__ __forceinline__ static void pack_store(T* p, const float (&x)[8], Storage&) {
+    store_words(p, pack_words<kBf16>(x));
+  }
+};
+#endif  // __CUDA_ARCH__
+
+template <typename T, int VEC>
+struct ElementIO {
+  using Storage = Vec<T, VEC>;
+  __device__ __forceinline__ static Storage load(const T* p) { return *reinterpret_cast<const Storage*>(p); }
+  __device__ __forceinline__ static void unpack(const Storage& v, float (&x)[VEC]) { unpack_vec<T, VEC>(v, x); }
+  // Packs into `scratch` (the row's loaded vector, no longer needed) and stores it.
+  __device__ __forceinline__ static void pack_store(T* p, const float (&x)[VEC], Storage& scratch) {
+    pack_vec<T, VEC>(x, scratch);
+    *reinterpret_cast<Storage*>(p) = scratch;
+  }
+};
+
+template <typename T, int VEC>
+struct RowIO {
+  using type = ElementIO<T, VEC>;
+};
+#if defined(__CUDA_ARCH__)
+template <>
+struct RowIO<__half, 8> {
+  using type = WordIO<__half, false>;
+};
+template <>
+struct RowIO<__nv_bfloat16, 8> {
+  using type = WordIO<__nv_bfloat16, true>;
+};
+#endif
+
+// Rows src + m * src_step, m < n (and dst likewise): every load of a step of
+// kRowsPerStep rows is issued before the first is used.
+template <typename T, int VEC, bool INTERLEAVED>
+__device__ __forceinline__ void rotate_rows(const T* src, T* dst, index_t src_step, index_t dst_step, int n, int e1,
+                                            int e2, const float (&c)[VEC], const float (&s)[VEC]) {
+  using IO = typename RowIO<T, VEC>::type;
+#pragma unroll 1  // one step's loads in flight at a time: unrolling only adds registers
   for (int m0 = 0; m0 < n; m0 += kRowsPerStep) {
-    uint4 a[kRowsPerStep], b[kRowsPerStep];
+    typename IO::Storage a[kRowsPerStep], b[kRowsPerStep];
 #pragma unroll
     for (int u = 0; u < kRowsPerStep; ++u) {
       if (m0 + u < n) {
         const T* row = src + (m0 + u) * src_step;
-        a[u] = load_words(row + e1);
-        b[u] = load_words(row + e2);
+        a[u] = IO::load(row + e1);
+        b[u] = IO::load(row + e2);
       }
     }
 #pragma unroll
     for (int u = 0; u < kRowsPerStep; ++u) {
       if (m0 + u < n) {
-        float x1[8], x2[8];
-        unpack_words<kBf16>(a[u], x1);
-        unpack_words<kBf16>(b[u], x2);
-        rotate_pairs<8, INTERLEAVED>(x1, x2, c, s);
+        float x1[VEC], x2[VEC];
+        IO::unpack(a[u], x1);
+        IO::unpack(b[u], x2);
+        rotate_pairs<VEC, INTERLEAVED>(x1, x2, c, s);
         T* row = dst + (m0 + u) * dst_step;
-        store_words(row + e1, pack_words<kBf16>(x1));
-        store_words(row + e2, pack_words<kBf16>(x2));
-      }
-    }
-  }
-}
-#endif  // __CUDA_ARCH__
-
-// Rows src + m * src_step, m < n (and dst likewise): every load of a step of
-// kRowsPerStep rows is issued before the first is used. 16-bit vectors take
-// the word path above on the device; the rest (float, one-element vectors,
-// the host emulation) go element by element.
-template <typename T, int VEC, bool INTERLEAVED>
-__device__ __forceinline__ void rotate_rows(const T* src, T* dst, index_t src_step, index_t dst_step, int n, int e1,
-                                            int e2, const float (&c)[VEC], const float (&s)[VEC]) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(T) == 2 && VEC == 8) {
-    rotate_rows_words<T, INTERLEAVED>(src, dst, src_step, dst_step, n, e1, e2, c, s);
-    return;
-  } else  // NOLINT: the element path below is this branch's body
-#endif
-  {
-    using V = Vec<T, VEC>;
-#pragma unroll 1  // one step's loads in flight at a time: unrolling only adds registers
-    for (int m0 = 0; m0 < n; m0 += kRowsPerStep) {
-      V a[kRowsPerStep], b[kRowsPerStep];
-#pragma unroll
-      for (int u = 0; u < kRowsPerStep; ++u) {
-        if (m0 + u < n) {
-          const T* row = src + (m0 + u) * src_step;
-          a[u] = *reinterpret_cast<const V*>(row + e1);
-          b[u] = *reinterpret_cast<const V*>(row + e2);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kRowsPerStep; ++u) {
-        if (m0 + u < n) {
-          float x1[VEC], x2[VEC];
-          unpack_vec<T, VEC>(a[u], x1);
-          unpack_vec<T, VEC>(b[u], x2);
-          rotate_pairs<VEC, INTERLEAVED>(x1, x2, c, s);
-          pack_vec<T, VEC>(x1, a[u]);
-          pack_vec<T, VEC>(x2, b[u]);
-          T* row = dst + (m0 + u) * dst_step;
-          *reinterpret_cast<V*>(row + e1) = a[u];
-          *reinterpret_cast<V*>(row + e2) = b[u];
-        }
+        IO::pack_store(row + e1, x1, a[u]);
+        IO::pack_store(row + e2, x2, b[u]);
       }
     }
   }
