@@ -137,22 +137,25 @@ stage_profile() {
   # numba. The slow groups time multi-second points once (--min-reps 1).
   local rc=0
   local cap=${PROFILE_SECONDS:-220}  # per group
-  local groups=" ${PROFILE_GROUPS:-compiled slow numba} "
-  local -a extra
+  local -a extra impls
   read -ra extra <<< "${PROFILE_ARGS:-}"
-  if [[ $groups == *" compiled "* ]]; then
-    timeout $((cap + 60)) $PY -m profiling.memory --impls naive sdpa pykernels:cuda --results "$OUTDIR/memory" \
-      --max-seconds "$cap" "${extra[@]}" || rc=1
-  fi
-  if [[ $groups == *" slow "* ]]; then
-    timeout $((cap + 60)) $PY -m profiling.memory --impls pykernels:cupy pykernels:torch --results "$OUTDIR/memory" \
-      --max-seconds "$cap" --min-reps 1 "${extra[@]}" || rc=1
-  fi
-  if [[ $groups == *" numba "* ]]; then
-    local numba_cap=${PROFILE_NUMBA_SECONDS:-$((cap / 2))}
-    timeout $((numba_cap + 60)) $PY -m profiling.memory --impls pykernels:numba --results "$OUTDIR/memory" \
-      --max-seconds "$numba_cap" --min-reps 1 "${extra[@]}" || rc=1
-  fi
+  local -A group_impls=([compiled]="naive sdpa pykernels:cuda" [slow]="pykernels:cupy pykernels:torch"
+                        [numba]="pykernels:numba")
+  local -A group_args=([compiled]="" [slow]="--min-reps 1" [numba]="--min-reps 1")
+  local -A group_cap=([compiled]=$cap [slow]=$cap [numba]=${PROFILE_NUMBA_SECONDS:-$((cap / 2))})
+  local group
+  for group in ${PROFILE_GROUPS:-compiled slow numba}; do
+    if [[ -z ${group_impls[$group]+set} ]]; then
+      echo "PROFILE_GROUPS: unknown group '$group' (compiled, slow, numba)" >&2
+      rc=1
+      continue
+    fi
+    read -ra impls <<< "${group_impls[$group]}"
+    local -a args=()
+    read -ra args <<< "${group_args[$group]}"
+    timeout $((group_cap[$group] + 60)) $PY -m profiling.memory --impls "${impls[@]}" --results "$OUTDIR/memory" \
+      --max-seconds "${group_cap[$group]}" "${args[@]}" "${extra[@]}" || rc=1
+  done
   $PY -m profiling.memory --results "$OUTDIR/memory" --report-only || rc=1
   return $rc
 }
