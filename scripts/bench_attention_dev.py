@@ -1,6 +1,9 @@
 """Dev benchmark of the attention forward against PyTorch's kernels (issue 4).
 
-    python scripts/bench_attention_dev.py --out results.jsonl [--providers cuda,cupy,sdpa_flash,cudnn,flex]
+    python scripts/bench_attention_dev.py --out results.jsonl [--providers cuda,cuda_sm80,cupy,sdpa_flash,cudnn,flex]
+
+cuda_sm80 is the extension's mma.sync kernel, forced on a Hopper GPU where
+``cuda`` takes the wgmma kernel (head dims 64 and 128).
 
 Shapes: B * S = 16K tokens, H * D = 2048, bf16 (default S = 16384, D = 128).
 Variants: causal; causal sliding window 1024; 4 sink tokens + window 1024;
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import statistics
 
 import torch
@@ -84,11 +88,26 @@ def make_provider(name, q, k, v, causal, window, sinks, slopes):
     """A zero-argument callable running the variant, or None when the provider cannot express it."""
     b, s, h, d = q.shape
     plain_causal = causal and window == (-1, -1) and sinks == 0 and slopes is None
-    if name in ("cuda", "cupy"):
-        if not pykernels.available_backends()[name]:
+    if name in ("cuda", "cupy", "cuda_sm80"):
+        backend = "cuda" if name == "cuda_sm80" else name
+        if not pykernels.available_backends()[backend]:
             return None
-        return lambda: pykernels.flash_attn_func(q, k, v, causal=causal, window_size=window, sink_tokens=sinks,
-                                                 alibi_slopes=slopes, backend=name)
+
+        def run():
+            return pykernels.flash_attn_func(q, k, v, causal=causal, window_size=window, sink_tokens=sinks,
+                                             alibi_slopes=slopes, backend=backend)
+
+        if name != "cuda_sm80":
+            return run
+
+        def run_sm80():  # the mma.sync kernel on a Hopper GPU (PYKERNELS_FWD_KERNEL, flash_fwd_launch.cuh)
+            os.environ["PYKERNELS_FWD_KERNEL"] = "sm80"
+            try:
+                return run()
+            finally:
+                del os.environ["PYKERNELS_FWD_KERNEL"]
+
+        return run_sm80
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # SDPA / Flex layout (B, H, S, D), same storage
     if name in ("sdpa_flash", "cudnn"):
         if not plain_causal:

@@ -1,16 +1,57 @@
-// Launching the forward kernel for one (head dim, dtype): grid, shared memory
-// and the one compile-time flag (ALiBi). Host code: nvcc only, never NVRTC.
+// Launching the forward kernel for one (head dim, dtype): which kernel (the
+// Hopper wgmma one where it applies), grid, shared memory and the one
+// compile-time flag (ALiBi). Host code: nvcc only, never NVRTC.
 #pragma once
 
 #ifndef __CUDACC_RTC__
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "attention/flash_fwd.h"
 #include "attention/flash_fwd_kernel.cuh"
+#include "attention/flash_fwd_sm90_kernel.cuh"
 #include "attention/static_switch.h"
 
 namespace pykernels {
 namespace attention {
+
+// True when `kernel` has sm_90a code for the current device (a build for
+// "80" only, or a GPU other than Hopper, does not). PYKERNELS_FWD_KERNEL=sm80
+// forces the mma.sync kernel, for A/B benchmarks and tests of both paths.
+template <class Kernel>
+bool sm90_kernel_runs_here(Kernel kernel) {
+  const char* force = std::getenv("PYKERNELS_FWD_KERNEL");
+  if (force != nullptr && std::strcmp(force, "sm80") == 0) return false;
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9) {
+    return false;
+  }
+  cudaFuncAttributes attr;
+  return cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion == 90;
+}
+
+template <int kHeadDim, bool kIsBf16, bool kHasAlibi>
+cudaError_t launch_flash_fwd_sm90(const FlashFwdParams& params, cudaStream_t stream) {
+  using Tr = FwdSm90Traits<kHeadDim>;
+  auto kernel = flash_fwd_sm90_kernel<kHeadDim, kIsBf16, kHasAlibi>;
+  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  // Persistent: one CTA per SM (at most one per work tile), each walking its
+  // share of the work tiles (flash_fwd_sm90_kernel.cuh).
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    return cudaGetLastError();
+  }
+  const long long work = static_cast<long long>(params.batch) * params.heads_q *
+                         ((params.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM);
+  if (work >= (1ll << 31)) return cudaErrorInvalidValue;
+  const unsigned grid = static_cast<unsigned>(work < sms ? work : sms);
+  kernel<<<grid, Tr::kNThreads, Tr::kSmemBytes, stream>>>(params);
+  return cudaGetLastError();
+}
 
 template <int kHeadDim, bool kIsBf16>
 cudaError_t run_flash_fwd_(const FlashFwdParams& params, cudaStream_t stream) {
@@ -22,6 +63,12 @@ cudaError_t run_flash_fwd_(const FlashFwdParams& params, cudaStream_t stream) {
   // which scales scores before the row max instead of inside exp2.
   const bool scale_first = params.alibi_slopes != nullptr || !(params.softmax_scale > 0.f);
   return BOOL_SWITCH(scale_first, kHasAlibi, [&] {
+    if (params.seqlen_q == 0 || params.batch == 0 || params.heads_q == 0) return cudaSuccess;
+    if constexpr (kHeadDim == 64 || kHeadDim == 128) {
+      if (sm90_kernel_runs_here(flash_fwd_sm90_kernel<kHeadDim, kIsBf16, kHasAlibi>)) {
+        return launch_flash_fwd_sm90<kHeadDim, kIsBf16, kHasAlibi>(params, stream);
+      }
+    }
     auto kernel = flash_fwd_kernel<kHeadDim, kIsBf16, kHasAlibi>;
     if (Tr::kSmemBytes > 48 * 1024) {
       const cudaError_t err =

@@ -72,5 +72,39 @@ template <> struct FwdTileShape<96>  { using type = FwdTraits<96, 128, 64, 4>; }
 template <> struct FwdTileShape<128> { using type = FwdTraits<128, 128, 64, 4>; };
 template <> struct FwdTileShape<256> { using type = FwdTraits<256, 64, 64, 4>; };
 
+// The Hopper forward (flash_fwd_sm90_kernel.cuh), head dims 64 and 128.
+//
+// * 2 consumer warpgroups of 64 query rows (wgmma's M is 64 per warpgroup):
+//   kBlockM = 128, so each K/V tile in shared memory feeds 128 rows.
+// * kBlockN = 128: S is 64 fp32 registers per thread, O 64 (d = 128) and P
+//   32, with S of the next tile computed while P V of the last runs; a wider
+//   key tile halves the softmax's per-tile overheads (row-max shuffles, the
+//   rescale vote) against 64.
+// * One producer warpgroup of cp.async loads. ptxas sizes registers per
+//   warpgroup (even 9 warps cap at 168 per thread), so the producer gives
+//   registers away and the consumers take them (setmaxnreg): 128 x 56 +
+//   256 x 224 fits the 64K register file. Measured with ptxas -v at d = 128:
+//   56 / 224 leaves 8 spilled bytes in the producer's address arithmetic;
+//   40 / 232 spilled 24 (72 at d = 64), 64 / 216 spilled 40 in the consumers.
+// * kStages = 2: K and V each double-buffered (d = 128: 32 + 4 x 32 KB), so
+//   the producer fills tile t + 1 while the consumers work on tile t.
+template <int kHeadDim_>
+struct FwdSm90Traits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = 128;
+  static constexpr int kBlockN = 128;
+  static constexpr int kStages = 2;
+  static constexpr int kConsumerWarps = 8;  // 2 warpgroups
+  static constexpr int kProducerThreads = 128;  // 1 warpgroup
+  static constexpr int kProducerRegs = 56;
+  static constexpr int kConsumerRegs = 224;
+  static constexpr int kNThreads = 32 * kConsumerWarps + kProducerThreads;
+  static constexpr int kTileBytes = kHeadDim * 2;  // per row; times the rows below
+  static constexpr int kBarrierBytes = 8 * (1 + 4 * kStages);
+  // Q, kStages K and V tiles, the barriers, and 1024 bytes to align the swizzled blocks.
+  static constexpr int kSmemBytes = kTileBytes * (kBlockM + 2 * kStages * kBlockN) + kBarrierBytes + 1024;
+  static_assert(kHeadDim == 64 || kHeadDim == 128, "the sm90 forward takes head dims 64 and 128");
+};
+
 }  // namespace attention
 }  // namespace pykernels

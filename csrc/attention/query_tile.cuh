@@ -26,11 +26,15 @@ struct QueryTileWork {
   KeyTileRange<kBlockN> tiles;  // the key tiles those rows can see (block_info.cuh)
 
   __device__ __forceinline__ static QueryTileWork make(const FlashFwdParams& p) {
+    return at(p, blockIdx.x, gridDim.y - 1 - blockIdx.y);
+  }
+
+  // Query tile m_block of (batch, head) number bh = b * Hq + h.
+  __device__ __forceinline__ static QueryTileWork at(const FlashFwdParams& p, int bh, int m_block) {
     QueryTileWork w;
-    w.b = blockIdx.x / p.heads_q;
-    w.h = blockIdx.x % p.heads_q;
+    w.b = bh / p.heads_q;
+    w.h = bh % p.heads_q;
     w.h_kv = w.h / (p.heads_q / p.heads_kv);
-    const int m_block = gridDim.y - 1 - blockIdx.y;
     w.row_lo = m_block * kBlockM;
     w.row_hi = min(w.row_lo + kBlockM, p.seqlen_q);
     w.mask = Mask::make(p.window_left, p.window_right, p.sink_tokens, p.q_offset, p.seqlen_k, p.causal != 0);

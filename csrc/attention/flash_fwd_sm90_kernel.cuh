@@ -1,0 +1,370 @@
+// The attention forward on Hopper (sm_90a): wgmma tensor cores fed by a
+// producer warpgroup (FlashAttention-3's warp specialisation, Shah et al.
+// 2024, with cp.async in place of TMA so that NVRTC needs no tensor maps).
+//
+// Same algorithm, mask, tile ranges and outputs as flash_fwd_kernel.cuh; what
+// changes is who does what, and when:
+//
+//   producer        per work tile, Q, then K_t and V_t for every visible key
+//   (1 warpgroup)   tile, into a kStages-deep ring of 128B-swizzled tiles
+//                   (hopper/smem_tile.cuh); cp.async arrives on full_* when a
+//                   tile has landed, and the producer waits on empty_* before
+//                   it reuses a buffer.
+//   2 consumer      each owns 64 query rows. Per key tile t (FA3's
+//   warpgroups      intra-warpgroup overlap, their Algorithm 2):
+//                     issue S_t = Q K_t^T           (wgmma, A and B in shared memory)
+//                     issue O += P_{t-1} V_{t-1}    (wgmma, P from registers, V MN-major)
+//                     wait for S_t; release K_t
+//                     ALiBi, element mask (boundary tiles only), online softmax of S_t
+//                       -- while the tensor cores still run P_{t-1} V_{t-1}
+//                     wait for O; release V_{t-1}; rescale O; P_t = S_t in 16 bits
+//
+// Persistent CTAs: one per SM, each walking work tiles (a query tile of one
+// (batch, head)) in a fixed order, so the producer loads the next tile's Q
+// and first K/V while the consumers still finish and store the last one; a
+// 1024-wide window (9 key tiles per query tile) no longer pays a CTA launch,
+// a cold pipeline and an epilogue per 9 tiles. Work tile i is query tile
+// (Mq - 1 - i / BH) of (batch, head) i % BH: the longest causal rows first,
+// heads sharing a KV head side by side (as query_tile.cuh orders its grid).
+// CTA c takes tiles c, 2G - 1 - c, 2G + c, 4G - 1 - c, ... (G CTAs): a
+// snake, so that under causal every CTA gets both long and short tiles.
+//
+// No CTA-wide barrier inside the loops: the two warpgroups drift apart, so one
+// runs its softmax while the other's wgmmas keep the tensor cores busy. A
+// wgmma accumulator tile has the mma.sync C layout per warp (hopper/wgmma.cuh),
+// so softmax.cuh, mask.cuh and alibi.cuh run unchanged with kMFrags = 1.
+//
+// Head dims 64 and 128 (whole 64-column swizzle blocks); the launcher sends
+// the others, and GPUs without sm_90a, to flash_fwd_kernel.cuh.
+#pragma once
+
+#include "attention/alibi.cuh"
+#include "attention/block_info.cuh"
+#include "attention/hopper/mbarrier.cuh"
+#include "attention/hopper/smem_tile.cuh"
+#include "attention/hopper/wgmma.cuh"
+#include "attention/kernel_traits.cuh"
+#include "attention/mask.cuh"
+#include "attention/mma.cuh"
+#include "attention/params.h"
+#include "attention/query_tile.cuh"
+#include "attention/softmax.cuh"
+
+namespace pykernels {
+namespace attention {
+namespace sm90 {
+
+// The i-th work tile of CTA `cta` out of `ctas` (the snake above), or -1 past the end.
+__device__ __forceinline__ int work_tile(int i, int cta, int ctas, int n_work) {
+  const int round = i, pos = (round & 1) ? ctas - 1 - cta : cta;
+  const long long w = static_cast<long long>(round) * ctas + pos;
+  return w < n_work ? static_cast<int>(w) : -1;
+}
+
+// A ring slot: which of the kStages buffers, and the parity of its current use.
+template <int kStages>
+struct RingSlot {
+  int stage = 0, phase = 0;
+  __device__ __forceinline__ void advance() {
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+// Shared memory of the kernel: byte addresses of the tiles and barriers.
+template <int kHeadDim>
+struct Sm90Smem {
+  using Tr = FwdSm90Traits<kHeadDim>;
+  using QTile = SwizzledTile<Tr::kBlockM, kHeadDim>;
+  using KVTile = SwizzledTile<Tr::kBlockN, kHeadDim>;
+  static constexpr int kStages = Tr::kStages;
+  unsigned q, k, v, bars;
+
+  __device__ __forceinline__ explicit Sm90Smem(unsigned base) {
+    q = base;
+    k = q + QTile::kBytes;
+    v = k + kStages * KVTile::kBytes;
+    bars = v + kStages * KVTile::kBytes;
+  }
+  __device__ __forceinline__ unsigned k_tile(int s) const { return k + s * KVTile::kBytes; }
+  __device__ __forceinline__ unsigned v_tile(int s) const { return v + s * KVTile::kBytes; }
+  // 8-byte mbarriers: full (data landed) and empty (consumers done) for Q and each stage of K and V.
+  __device__ __forceinline__ unsigned full_q() const { return bars; }
+  __device__ __forceinline__ unsigned empty_q() const { return bars + 8; }
+  __device__ __forceinline__ unsigned full_k(int s) const { return bars + 8 * (2 + s); }
+  __device__ __forceinline__ unsigned full_v(int s) const { return bars + 8 * (2 + kStages + s); }
+  __device__ __forceinline__ unsigned empty_k(int s) const { return bars + 8 * (2 + 2 * kStages + s); }
+  __device__ __forceinline__ unsigned empty_v(int s) const { return bars + 8 * (2 + 3 * kStages + s); }
+
+  __device__ __forceinline__ void init_barriers() const {
+    mbarrier_init(full_q(), Tr::kProducerThreads);
+    mbarrier_init(empty_q(), Tr::kConsumerWarps);
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(full_k(s), Tr::kProducerThreads);
+      mbarrier_init(full_v(s), Tr::kProducerThreads);
+      mbarrier_init(empty_k(s), Tr::kConsumerWarps);
+      mbarrier_init(empty_v(s), Tr::kConsumerWarps);
+    }
+  }
+};
+
+// Consumers: a warp's lane 0 tells the producer the warp is done with a buffer.
+__device__ __forceinline__ void release(unsigned bar, int lane) {
+  __syncwarp();
+  if (lane == 0) mbarrier_arrive(bar);
+}
+
+// Wait for a buffer the producer filled, then make it visible to wgmma.
+__device__ __forceinline__ void acquire(unsigned bar, int phase) {
+  mbarrier_wait(bar, phase);
+  fence_async_proxy();
+}
+
+// ---- producer: one warpgroup of cp.async loads ----
+template <int kHeadDim>
+__device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90Smem<kHeadDim>& sm, int ptid,
+                                        int n_work, int m_blocks) {
+  using Tr = FwdSm90Traits<kHeadDim>;
+  using elem = unsigned short;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
+  const int bh_count = params.batch * params.heads_q;
+  RingSlot<Tr::kStages> k_slot, v_slot;
+  int q_uses = 0;  // work tiles that loaded Q so far
+  for (int i = 0;; ++i) {
+    const int w = work_tile(i, blockIdx.x, gridDim.x, n_work);
+    if (w < 0) break;
+    const QueryTileWork<kBlockM, kBlockN> work = QueryTileWork<kBlockM, kBlockN>::at(params, w % bh_count,
+                                                                                        m_blocks - 1 - w / bh_count);
+    const int n_tiles = work.tiles.count();
+    if (n_tiles == 0) continue;
+    const elem* q_head = head_rows<const elem>(params.q, work.b, work.h, params.q_batch_stride, params.q_head_stride);
+    const elem* k_head = head_rows<const elem>(params.k, work.b, work.h_kv, params.k_batch_stride, params.k_head_stride);
+    const elem* v_head = head_rows<const elem>(params.v, work.b, work.h_kv, params.v_batch_stride, params.v_head_stride);
+    for (int it = 0; it < n_tiles; ++it) {
+      const int col_lo = work.tiles.tile(it) * kBlockN;
+      // Wait for the consumers' release of this buffer's previous use: parity
+      // phase ^ 1. On the first pass (phase 0) that is parity 1, which a fresh
+      // barrier (in phase 0) reports as complete at once: the ring starts empty.
+      mbarrier_wait(sm.empty_k(k_slot.stage), k_slot.phase ^ 1);
+      Sm90Smem<kHeadDim>::KVTile::template load<Tr::kProducerThreads>(sm.k_tile(k_slot.stage), k_head,
+                                                                      params.k_row_stride, col_lo, params.seqlen_k, ptid);
+      arrive_on_copies(sm.full_k(k_slot.stage));
+      k_slot.advance();
+      if (it == 0) {  // Q after the first K, so that K_0 need not wait for the last tile's consumers
+        mbarrier_wait(sm.empty_q(), (q_uses & 1) ^ 1);
+        Sm90Smem<kHeadDim>::QTile::template load<Tr::kProducerThreads>(sm.q, q_head, params.q_row_stride, work.row_lo,
+                                                                       params.seqlen_q, ptid);
+        arrive_on_copies(sm.full_q());
+        ++q_uses;
+      }
+      mbarrier_wait(sm.empty_v(v_slot.stage), v_slot.phase ^ 1);
+      Sm90Smem<kHeadDim>::KVTile::template load<Tr::kProducerThreads>(sm.v_tile(v_slot.stage), v_head,
+                                                                      params.v_row_stride, col_lo, params.seqlen_k, ptid);
+      arrive_on_copies(sm.full_v(v_slot.stage));
+      v_slot.advance();
+    }
+  }
+  cp_async_wait<0>();
+}
+
+}  // namespace sm90
+
+// ---- consumers: warpgroup wg owns rows [64 wg, 64 wg + 64) of every work tile ----
+template <int kHeadDim, bool kIsBf16, bool kHasAlibi>
+__device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& params,
+                                                       const sm90::Sm90Smem<kHeadDim>& sm, int warp, int lane,
+                                                       int n_work, int m_blocks) {
+  using Tr = FwdSm90Traits<kHeadDim>;
+  using elem = unsigned short;
+  using QTile = typename sm90::Sm90Smem<kHeadDim>::QTile;
+  using KVTile = typename sm90::Sm90Smem<kHeadDim>::KVTile;
+  using WgmmaS = sm90::Wgmma<Tr::kBlockN, kIsBf16>;
+  using WgmmaO = sm90::Wgmma<kHeadDim, kIsBf16>;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
+  constexpr int kNTiles = kBlockN / 8, kDTiles = kHeadDim / 8, kPSteps = kBlockN / 16;
+  const int wg = warp / 4, warp_in_wg = warp % 4;
+  const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates (mma.cuh)
+  const int bh_count = params.batch * params.heads_q;
+  const float exp2_scale = kHasAlibi ? 1.f : params.softmax_scale_log2;
+
+  // Descriptors: Q and K are K-major (a k16 step = +32 bytes, a new 64-column
+  // block every 4 steps), V is MN-major (a k16 step = 16 key rows; LBO jumps
+  // between 64-column blocks). See hopper/wgmma.cuh.
+  constexpr unsigned kGroupBytes = 8 * 128;  // 8 swizzled rows
+  const unsigned q_wg = sm.q + 64 * wg * 128;
+  auto issue_s = [&](float (&S)[1][kNTiles][4], unsigned k_tile) {
+#pragma unroll
+    for (int ks = 0; ks < kHeadDim / 16; ++ks) {
+      const unsigned k_off = (ks % 4) * 32;  // within the 128-byte row
+      const unsigned long long da = sm90::smem_desc(q_wg + (ks / 4) * QTile::kBlockBytes + k_off, 16, kGroupBytes);
+      const unsigned long long db = sm90::smem_desc(k_tile + (ks / 4) * KVTile::kBlockBytes + k_off, 16, kGroupBytes);
+      WgmmaS::template ss<0>(S[0], da, db, ks > 0);
+    }
+    sm90::commit();
+  };
+  auto issue_o = [&](float (&O)[kDTiles][4], const unsigned (&P)[kPSteps][4], unsigned v_tile) {
+#pragma unroll
+    for (int ks = 0; ks < kPSteps; ++ks) {
+      const unsigned long long db = sm90::smem_desc(v_tile + ks * 16 * 128, KVTile::kBlockBytes, kGroupBytes);
+      WgmmaO::template rs<1>(O, P[ks], db, 1);
+    }
+    sm90::commit();
+  };
+
+  sm90::RingSlot<Tr::kStages> k_slot, v_slot;
+  int q_uses = 0;
+  for (int i = 0;; ++i) {
+    const int w = sm90::work_tile(i, blockIdx.x, gridDim.x, n_work);
+    if (w < 0) break;
+    const QueryTileWork<kBlockM, kBlockN> work = QueryTileWork<kBlockM, kBlockN>::at(params, w % bh_count,
+                                                                                        m_blocks - 1 - w / bh_count);
+    const Mask& mask = work.mask;
+    const int n_tiles = work.tiles.count();
+    const float slope_log2 =
+        (kHasAlibi && params.alibi_slopes != nullptr) ? alibi_slope_log2(params, work.b, work.h) : 0.f;
+    const float sink_log2 = params.sink_logits != nullptr ? params.sink_logits[work.h] * LOG2E : neg_inf();
+    const int warp_row_lo = work.row_lo + 64 * wg + 16 * warp_in_wg;  // this warp's rows [lo, hi)
+    const int warp_row_hi = min(warp_row_lo + 16, work.row_hi);
+    const int row0 = warp_row_lo + g;
+
+    OnlineSoftmax<1> softmax;
+    softmax.init(sink_log2, t == 0);
+    float O[kDTiles][4];
+#pragma unroll
+    for (int d = 0; d < kDTiles; ++d)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) O[d][e] = 0.f;
+
+    // Mask, ALiBi and the online softmax of one S tile; returns with S = p.
+    auto softmax_tile = [&](float (&S)[1][kNTiles][4], int col_lo, float (&alpha)[2]) {
+      if constexpr (kHasAlibi) {
+        apply_alibi_log2(S, params.softmax_scale_log2, slope_log2, row0, params.q_offset, col_lo + 2 * t);
+      }
+      // Per warp, as in flash_fwd_kernel.cuh: only tiles a band edge crosses.
+      if (warp_row_lo < warp_row_hi && !key_tile_is_full<kBlockN>(mask, warp_row_lo, warp_row_hi, col_lo)) {
+        apply_mask(S, mask, row0, col_lo + 2 * t);
+      }
+      softmax.update(S, exp2_scale, alpha);
+    };
+    // P as the register A operand: two adjacent 8-key tiles of S are one k16 step.
+    unsigned P[kPSteps][4];
+    auto to_p = [&](const float (&S)[1][kNTiles][4]) {
+#pragma unroll
+      for (int ks = 0; ks < kPSteps; ++ks) {
+        P[ks][0] = pack_float2<kIsBf16>(S[0][2 * ks][0], S[0][2 * ks][1]);
+        P[ks][1] = pack_float2<kIsBf16>(S[0][2 * ks][2], S[0][2 * ks][3]);
+        P[ks][2] = pack_float2<kIsBf16>(S[0][2 * ks + 1][0], S[0][2 * ks + 1][1]);
+        P[ks][3] = pack_float2<kIsBf16>(S[0][2 * ks + 1][2], S[0][2 * ks + 1][3]);
+      }
+    };
+
+    if (n_tiles > 0) {
+      sm90::acquire(sm.full_q(), q_uses & 1);
+      ++q_uses;
+      // Tile 0: S alone (there is no P V yet).
+      {
+        float S[1][kNTiles][4];
+        sm90::acquire(sm.full_k(k_slot.stage), k_slot.phase);
+        sm90::fence();
+        issue_s(S, sm.k_tile(k_slot.stage));
+        sm90::wait<0>();
+        sm90::fence_operand(S[0]);
+        sm90::release(sm.empty_k(k_slot.stage), lane);
+        k_slot.advance();
+        if (n_tiles == 1) sm90::release(sm.empty_q(), lane);
+        float alpha[2];
+        softmax_tile(S, work.tiles.tile(0) * kBlockN, alpha);  // O is 0: nothing to rescale
+        to_p(S);
+      }
+      for (int it = 1; it < n_tiles; ++it) {
+        float S[1][kNTiles][4];
+        sm90::acquire(sm.full_k(k_slot.stage), k_slot.phase);
+        sm90::acquire(sm.full_v(v_slot.stage), v_slot.phase);
+        sm90::fence_operand(O);
+        sm90::fence();
+        issue_s(S, sm.k_tile(k_slot.stage));
+        issue_o(O, P, sm.v_tile(v_slot.stage));
+        sm90::wait<1>();  // S_t is in; P_{t-1} V_{t-1} may still run
+        sm90::fence_operand(S[0]);
+        sm90::release(sm.empty_k(k_slot.stage), lane);
+        k_slot.advance();
+        if (it == n_tiles - 1) sm90::release(sm.empty_q(), lane);
+        float alpha[2];
+        softmax_tile(S, work.tiles.tile(it) * kBlockN, alpha);
+        sm90::wait<0>();
+        sm90::fence_operand(O);
+        sm90::release(sm.empty_v(v_slot.stage), lane);
+        v_slot.advance();
+        // Once a row's max settles, alpha is exactly 1 and the rescale is skipped
+        // (warp-uniform vote, as in flash_fwd_kernel.cuh).
+        if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+          for (int d = 0; d < kDTiles; ++d) {
+            O[d][0] *= alpha[0];
+            O[d][1] *= alpha[0];
+            O[d][2] *= alpha[1];
+            O[d][3] *= alpha[1];
+          }
+        }
+        to_p(S);
+      }
+      // The last P V.
+      sm90::acquire(sm.full_v(v_slot.stage), v_slot.phase);
+      sm90::fence_operand(O);
+      sm90::fence();
+      issue_o(O, P, sm.v_tile(v_slot.stage));
+      sm90::wait<0>();
+      sm90::fence_operand(O);
+      sm90::release(sm.empty_v(v_slot.stage), lane);
+      v_slot.advance();
+    }
+
+    // Epilogue, as flash_fwd_kernel.cuh: out = O / l, lse in natural log,
+    // straight from registers (the producer meanwhile loads the next tile).
+    float inv_l[2], lse[2];
+    softmax.finalize(inv_l, lse);
+    elem* o_head = static_cast<elem*>(params.out) + work.b * params.o_batch_stride + work.h * params.o_head_stride;
+    float* lse_row = params.lse + (static_cast<index_t>(work.b) * params.heads_q + work.h) * params.seqlen_q;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = row0 + 8 * half;
+      if (row < params.seqlen_q) {
+        elem* o_row = o_head + static_cast<index_t>(row) * params.o_row_stride + 2 * t;
+#pragma unroll
+        for (int d = 0; d < kDTiles; ++d) {
+          *reinterpret_cast<unsigned*>(o_row + 8 * d) =
+              pack_float2<kIsBf16>(O[d][2 * half] * inv_l[half], O[d][2 * half + 1] * inv_l[half]);
+        }
+        if (t == 0) lse_row[row] = lse[half];
+      }
+    }
+  }
+}
+
+template <int kHeadDim, bool kIsBf16, bool kHasAlibi>
+__global__ void __launch_bounds__(FwdSm90Traits<kHeadDim>::kNThreads, 1)
+    flash_fwd_sm90_kernel(const FlashFwdParams params) {
+#if PK_SM90A
+  using Tr = FwdSm90Traits<kHeadDim>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  // Swizzled blocks must start on 1024-byte boundaries (kSmemBytes has the slack).
+  const sm90::Sm90Smem<kHeadDim> sm((smem_addr(smem_raw) + 1023u) & ~1023u);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int m_blocks = (params.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
+  const int n_work = params.batch * params.heads_q * m_blocks;  // the launcher keeps this < 2^31
+  if (tid == 0) sm.init_barriers();
+  __syncthreads();
+  if (warp >= Tr::kConsumerWarps) {
+    sm90::shrink_registers<Tr::kProducerRegs>();
+    sm90::produce<kHeadDim>(params, sm, tid - 32 * Tr::kConsumerWarps, n_work, m_blocks);
+  } else {
+    sm90::grow_registers<Tr::kConsumerRegs>();
+    flash_fwd_sm90_consume<kHeadDim, kIsBf16, kHasAlibi>(params, sm, warp, lane, n_work, m_blocks);
+  }
+#endif
+}
+
+}  // namespace attention
+}  // namespace pykernels

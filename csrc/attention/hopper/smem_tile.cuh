@@ -1,0 +1,58 @@
+// 128B-swizzled shared-memory tiles for wgmma operands, filled by cp.async.
+//
+// A tile of kRows x kHeadDim 16-bit elements is stored as kHeadDim / 64
+// column blocks; block b holds columns [64 b, 64 b + 64) of every row, 128
+// bytes per row, rows consecutive. Inside a block, the 16-byte chunk c of row
+// r is stored at chunk c ^ (r % 8). That is the layout the wgmma descriptor's
+// 128-byte swizzle mode reads (wgmma.cuh), and it also spreads the 8 rows of
+// every 8-row group over all 32 banks, so the cp.async writes never conflict.
+#pragma once
+
+#include "attention/copy.cuh"
+#include "attention/params.h"
+
+namespace pykernels {
+namespace attention {
+namespace sm90 {
+
+template <int kRows, int kHeadDim>
+struct SwizzledTile {
+  static_assert(kHeadDim % 64 == 0, "swizzled tiles hold whole 64-column blocks");
+  static_assert(kRows % 8 == 0, "the swizzle repeats every 8 rows");
+  static constexpr int kBlocks = kHeadDim / 64;
+  static constexpr int kBlockBytes = kRows * 128;  // one 64-column block; a multiple of 1024
+  static constexpr int kBytes = kBlocks * kBlockBytes;
+  static constexpr int kChunksPerRow = kHeadDim / 8;
+
+  // Byte offset of 16-byte chunk c (columns 8c..8c+7) of row r.
+  __device__ __forceinline__ static unsigned chunk_offset(int r, int c) {
+    return (c >> 3) * kBlockBytes + r * 128 + (((c & 7) ^ (r & 7)) << 4);
+  }
+
+  // Copy rows [row0, row0 + kRows) of one head (row stride in elements) into
+  // the tile at shared byte address `smem`, rows at or past n_rows zero-filled
+  // (copy.cuh says why). The kThreads threads calling it (lane = 0..kThreads-1)
+  // each move chunks lane, lane + kThreads, ...: with kThreads a multiple of
+  // the chunks per row, a thread keeps one column and steps down the rows.
+  template <int kThreads, class Elem>
+  __device__ __forceinline__ static void load(unsigned smem, const Elem* gmem, index_t row_stride, int row0, int n_rows,
+                                              int lane) {
+    static_assert(kThreads % kChunksPerRow == 0, "a thread keeps one column of chunks");
+    constexpr int kRowStep = kThreads / kChunksPerRow;
+    static_assert(kRows % kRowStep == 0, "whole passes over the rows");
+    const int c = lane % kChunksPerRow;
+    const int r0 = lane / kChunksPerRow;
+    const int rows_left = n_rows - row0 - r0;
+    const Elem* src = gmem + static_cast<index_t>(row0 + r0) * row_stride + c * 8;
+#pragma unroll 8
+    for (int i = 0; i < kRows / kRowStep; ++i) {
+      const bool valid = i * kRowStep < rows_left;
+      cp_async_16(smem + chunk_offset(r0 + i * kRowStep, c), valid ? src : gmem, valid);
+      src += kRowStep * row_stride;
+    }
+  }
+};
+
+}  // namespace sm90
+}  // namespace attention
+}  // namespace pykernels
