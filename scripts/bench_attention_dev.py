@@ -84,12 +84,17 @@ def flex_mods(causal, window, sinks, alibi, heads, device):
     return variant.flex_mods(heads, device)
 
 
+# The extension's other kernel on a Hopper GPU, as a provider: the mma.sync
+# kernel where ``cuda`` takes the wgmma one.
+ENV_PROVIDERS = {"cuda_sm80": ("PYKERNELS_FWD_KERNEL", "sm80")}
+
+
 def make_provider(name, q, k, v, causal, window, sinks, slopes):
     """A zero-argument callable running the variant, or None when the provider cannot express it."""
     b, s, h, d = q.shape
     plain_causal = causal and window == (-1, -1) and sinks == 0 and slopes is None
-    if name in ("cuda", "cupy", "cuda_sm80"):
-        backend = "cuda" if name == "cuda_sm80" else name
+    if name in ("cuda", "cupy") or name in ENV_PROVIDERS:
+        backend = "cuda" if name in ENV_PROVIDERS else name
         if not pykernels.available_backends()[backend]:
             return None
 
@@ -97,17 +102,18 @@ def make_provider(name, q, k, v, causal, window, sinks, slopes):
             return pykernels.flash_attn_func(q, k, v, causal=causal, window_size=window, sink_tokens=sinks,
                                              alibi_slopes=slopes, backend=backend)
 
-        if name != "cuda_sm80":
+        if name not in ENV_PROVIDERS:
             return run
 
-        def run_sm80():  # the mma.sync kernel on a Hopper GPU (PYKERNELS_FWD_KERNEL, flash_fwd_launch.cuh)
-            os.environ["PYKERNELS_FWD_KERNEL"] = "sm80"
+        def run_with_env():  # the same op with a kernel-choice variable set (flash_fwd_launch.cuh)
+            var, value = ENV_PROVIDERS[name]
+            os.environ[var] = value
             try:
                 return run()
             finally:
-                del os.environ["PYKERNELS_FWD_KERNEL"]
+                del os.environ[var]
 
-        return run_sm80
+        return run_with_env
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # SDPA / Flex layout (B, H, S, D), same storage
     if name in ("sdpa_flash", "cudnn"):
         if not plain_causal:
