@@ -108,6 +108,22 @@ def test_gqa_every_feature(backend, hq, hkv, d):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("variant", ["causal", "window_sinks", "alibi_gqa", "full"])
+def test_many_query_tiles(backend, d, variant):
+    # 4 x 16 heads x 17 query tiles = 1088 work tiles, several per SM: the
+    # persistent wgmma forward carries its barrier phases and softmax state
+    # from one work tile to the next (and tile sizes differ under causal).
+    hkv = 2 if variant == "alibi_gqa" else 16
+    q, k, v, sinks, slopes = _inputs(4, 2100, 2100, 16, hkv, d, torch.bfloat16, variant == "window_sinks",
+                                     "heads" if variant == "alibi_gqa" else None)
+    kw = dict(causal=variant != "full")
+    if variant == "window_sinks":
+        kw.update(window=(1000, 0), sink_tokens=4, sink_logits=sinks)
+    _check(backend, q, k, v, alibi_slopes=slopes, **kw)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("q_offset", [0, 500, -30])
 def test_q_offset(backend, q_offset):
     # The SDPA drop-in aligns rows top-left (q_offset = 0); any offset must work.
