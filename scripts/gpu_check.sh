@@ -6,6 +6,7 @@
 #   STAGES="build test" bash scripts/gpu_check.sh OUT  # a subset
 #   BENCH_GROUPS="rope attention flex pytest"           # bench groups (pytest = benchmarks/)
 #   ATTN_SWEEPS="--quick; --variants causal --head-dims 64"  # attention sweeps, ';'-separated
+#   SANITIZE_TOOLS="racecheck" SANITIZE_BACKENDS="cuda"  # a subset of the sanitizer runs
 #   PROFILE_GROUPS="compiled slow numba" PROFILE_SECONDS=220 PROFILE_ARGS="--seqlens 32K 64K"  # the main job
 #
 # Stages: build native test sanitize long ropedev ropevariants bench profile ncu notebooks (long:
@@ -64,7 +65,7 @@ stage_test() {
 stage_sanitize() {
   # memcheck and racecheck over a small matrix of configurations of every GPU kernel.
   local rc=0
-  for tool in memcheck racecheck; do
+  for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
     # Host API errors are CuPy/cuda-python probing optional driver symbols
     # (cuGetProcAddress); only kernel errors count here.
     compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all --report-api-errors no \
