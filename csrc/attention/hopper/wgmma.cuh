@@ -98,8 +98,8 @@ __device__ __forceinline__ void fence_operand(float (&d)[kTiles][4]) {
   "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
   "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 #define PK_D4(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
-#define PK_D32 PK_D4(0), PK_D4(1), PK_D4(2), PK_D4(3), PK_D4(4), PK_D4(5), PK_D4(6), PK_D4(7)
-#define PK_D64 PK_D32, PK_D4(8), PK_D4(9), PK_D4(10), PK_D4(11), PK_D4(12), PK_D4(13), PK_D4(14), PK_D4(15)
+#define PK_D32() PK_D4(0), PK_D4(1), PK_D4(2), PK_D4(3), PK_D4(4), PK_D4(5), PK_D4(6), PK_D4(7)
+#define PK_D64() PK_D32(), PK_D4(8), PK_D4(9), PK_D4(10), PK_D4(11), PK_D4(12), PK_D4(13), PK_D4(14), PK_D4(15)
 
 // One instruction, A and B from shared memory. `acc` = 0 overwrites d.
 // The operand numbers after the accumulators: A, B, acc, transpose-B.
@@ -107,7 +107,7 @@ __device__ __forceinline__ void fence_operand(float (&d)[kTiles][4]) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IACC ", 0;\n"                                     \
                "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " REGS ", %" IA ", %" IB \
                ", p, 1, 1, 0, %" ITB ";\n}\n"                                                          \
-               : OPS                                                                                  \
+               : OPS()                                                                                \
                : "l"(desc_a), "l"(desc_b), "r"(acc), "n"(kTransB))
 
 // One instruction, A from registers (four 16-bit pairs per thread, the
@@ -116,64 +116,58 @@ __device__ __forceinline__ void fence_operand(float (&d)[kTiles][4]) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IACC ", 0;\n"                                              \
                "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " REGS ", {%" IA0 ", %" IA1 ", %" IA2 \
                ", %" IA3 "}, %" IB ", p, 1, 1, %" ITB ";\n}\n"                                                 \
-               : OPS                                                                                           \
+               : OPS()                                                                                         \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(acc), "n"(kTransB))
 
 template <int N, bool kIsBf16>
 struct Wgmma;
 
+// One specialisation per N: the accumulator operand list and the numbers of
+// the operands after it (A or its four registers, B, acc, transpose-B).
+#define PK_WGMMA_SHAPE(N, REGS, OPS, I0, I1, I2, I3, I4, I5, I6)                                          \
+  template <bool kIsBf16>                                                                                 \
+  struct Wgmma<N, kIsBf16> {                                                                              \
+    template <int kTransB>                                                                                \
+    __device__ __forceinline__ static void ss(float (&d)[N / 8][4], unsigned long long desc_a,            \
+                                              unsigned long long desc_b, int acc) {                       \
+      if constexpr (kIsBf16) {                                                                            \
+        PK_WGMMA_SS(N, "bf16", REGS, OPS, I0, I1, I2, I3);                                                \
+      } else {                                                                                            \
+        PK_WGMMA_SS(N, "f16", REGS, OPS, I0, I1, I2, I3);                                                 \
+      }                                                                                                   \
+    }                                                                                                     \
+    template <int kTransB>                                                                                \
+    __device__ __forceinline__ static void rs(float (&d)[N / 8][4], const unsigned (&a)[4],               \
+                                              unsigned long long desc_b, int acc) {                       \
+      if constexpr (kIsBf16) {                                                                            \
+        PK_WGMMA_RS(N, "bf16", REGS, OPS, I0, I1, I2, I3, I4, I5, I6);                                    \
+      } else {                                                                                            \
+        PK_WGMMA_RS(N, "f16", REGS, OPS, I0, I1, I2, I3, I4, I5, I6);                                     \
+      }                                                                                                   \
+    }                                                                                                     \
+  };
+
+#if PK_SM90A
+PK_WGMMA_SHAPE(64, PK_WGMMA_REGS32, PK_D32, "32", "33", "34", "35", "36", "37", "38")
+PK_WGMMA_SHAPE(128, PK_WGMMA_REGS64, PK_D64, "64", "65", "66", "67", "68", "69", "70")
+#else  // other targets compile the callers but never run them
 template <bool kIsBf16>
 struct Wgmma<64, kIsBf16> {
   template <int kTransB>
-  __device__ __forceinline__ static void ss(float (&d)[8][4], unsigned long long desc_a, unsigned long long desc_b,
-                                            int acc) {
-#if PK_SM90A
-    if constexpr (kIsBf16) {
-      PK_WGMMA_SS(64, "bf16", PK_WGMMA_REGS32, PK_D32, "32", "33", "34", "35");
-    } else {
-      PK_WGMMA_SS(64, "f16", PK_WGMMA_REGS32, PK_D32, "32", "33", "34", "35");
-    }
-#endif
-  }
+  __device__ static void ss(float (&)[8][4], unsigned long long, unsigned long long, int) {}
   template <int kTransB>
-  __device__ __forceinline__ static void rs(float (&d)[8][4], const unsigned (&a)[4], unsigned long long desc_b,
-                                            int acc) {
-#if PK_SM90A
-    if constexpr (kIsBf16) {
-      PK_WGMMA_RS(64, "bf16", PK_WGMMA_REGS32, PK_D32, "32", "33", "34", "35", "36", "37", "38");
-    } else {
-      PK_WGMMA_RS(64, "f16", PK_WGMMA_REGS32, PK_D32, "32", "33", "34", "35", "36", "37", "38");
-    }
-#endif
-  }
+  __device__ static void rs(float (&)[8][4], const unsigned (&)[4], unsigned long long, int) {}
 };
-
 template <bool kIsBf16>
 struct Wgmma<128, kIsBf16> {
   template <int kTransB>
-  __device__ __forceinline__ static void ss(float (&d)[16][4], unsigned long long desc_a, unsigned long long desc_b,
-                                            int acc) {
-#if PK_SM90A
-    if constexpr (kIsBf16) {
-      PK_WGMMA_SS(128, "bf16", PK_WGMMA_REGS64, PK_D64, "64", "65", "66", "67");
-    } else {
-      PK_WGMMA_SS(128, "f16", PK_WGMMA_REGS64, PK_D64, "64", "65", "66", "67");
-    }
-#endif
-  }
+  __device__ static void ss(float (&)[16][4], unsigned long long, unsigned long long, int) {}
   template <int kTransB>
-  __device__ __forceinline__ static void rs(float (&d)[16][4], const unsigned (&a)[4], unsigned long long desc_b,
-                                            int acc) {
-#if PK_SM90A
-    if constexpr (kIsBf16) {
-      PK_WGMMA_RS(128, "bf16", PK_WGMMA_REGS64, PK_D64, "64", "65", "66", "67", "68", "69", "70");
-    } else {
-      PK_WGMMA_RS(128, "f16", PK_WGMMA_REGS64, PK_D64, "64", "65", "66", "67", "68", "69", "70");
-    }
-#endif
-  }
+  __device__ static void rs(float (&)[16][4], const unsigned (&)[4], unsigned long long, int) {}
 };
+#endif
 
+#undef PK_WGMMA_SHAPE
 #undef PK_WGMMA_SS
 #undef PK_WGMMA_RS
 #undef PK_D64
