@@ -86,14 +86,19 @@ template <> struct FwdTileShape<256> { using type = FwdTraits<256, 64, 64, 4>; }
 //   256 x 224 fits the 64K register file. Measured with ptxas -v at d = 128:
 //   56 / 224 leaves 8 spilled bytes in the producer's address arithmetic;
 //   40 / 232 spilled 24 (72 at d = 64), 64 / 216 spilled 40 in the consumers.
-// * kStages = 2: K and V each double-buffered (d = 128: 32 + 4 x 32 KB), so
-//   the producer fills tile t + 1 while the consumers work on tile t.
+// * kStages: the depth of the K/V ring. d = 128 double-buffers (32 + 4 x
+//   32 KB); a third stage fits (224 KB) but measured no faster (window 408
+//   vs 415, sinks 369 vs 381 TFLOP/s on an H200). d = 64 takes three: its
+//   tiles take half the time to consume, so a deeper ring keeps the producer
+//   ahead across query-tile boundaries (window 302 vs 281, sinks 267 vs 252,
+//   dev runs; the kept configuration: profiling/results/h200-2026-11-22d/
+//   checks/fwd_dev_d64_stages3.jsonl).
 template <int kHeadDim_>
 struct FwdSm90Traits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 128;
   static constexpr int kBlockN = 128;
-  static constexpr int kStages = 2;
+  static constexpr int kStages = kHeadDim_ == 64 ? 3 : 2;
   static constexpr int kConsumerWarps = 8;  // 2 warpgroups
   static constexpr int kProducerThreads = 128;  // 1 warpgroup
   static constexpr int kProducerRegs = 56;
