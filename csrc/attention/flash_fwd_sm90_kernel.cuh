@@ -43,6 +43,7 @@
 #include "attention/hopper/mbarrier.cuh"
 #include "attention/hopper/smem_tile.cuh"
 #include "attention/hopper/wgmma.cuh"
+#include "attention/hopper/work_order.cuh"
 #include "attention/kernel_traits.cuh"
 #include "attention/mask.cuh"
 #include "attention/mma.cuh"
@@ -53,13 +54,6 @@
 namespace pykernels {
 namespace attention {
 namespace sm90 {
-
-// The i-th work tile of CTA `cta` out of `ctas` (the snake above), or -1 past the end.
-__device__ __forceinline__ int work_tile(int i, int cta, int ctas, int n_work) {
-  const int round = i, pos = (round & 1) ? ctas - 1 - cta : cta;
-  const long long w = static_cast<long long>(round) * ctas + pos;
-  return w < n_work ? static_cast<int>(w) : -1;
-}
 
 // A ring slot: which of the kStages buffers, and the parity of its current use.
 template <int kStages>

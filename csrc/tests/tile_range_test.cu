@@ -7,11 +7,14 @@
 //   * no key tile is visited twice (its keys would count twice in the softmax),
 //   * a tile called full (no element mask) really is fully visible,
 // and, for each key tile, that every query row seeing one of its keys lies in
-// the query tiles the backward visits.
+// the query tiles the backward visits. It also checks the persistent sm90
+// forward's work order (hopper/work_order.cuh): every work tile goes to
+// exactly one CTA, for any number of CTAs.
 #include <cstdio>
 #include <vector>
 
 #include "attention/block_info.cuh"
+#include "attention/hopper/work_order.cuh"
 
 namespace {
 
@@ -65,7 +68,37 @@ void check(int sq, int sk, int left, int right, int sink, bool causal, int offse
 
 }  // namespace
 
+// Every work tile in [0, n_work) is taken by exactly one of `ctas` CTAs, and
+// a CTA's sequence ends (-1) only after its last tile.
+void check_work_order(int n_work, int ctas) {
+  using pykernels::attention::sm90::work_tile;
+  auto fail_order = [&](const char* what, int w) {
+    if (++failures <= 20) std::printf("FAIL work order: %s: n_work=%d ctas=%d tile=%d\n", what, n_work, ctas, w);
+  };
+  std::vector<int> taken(n_work, 0);
+  for (int cta = 0; cta < ctas; ++cta) {
+    bool ended = false;
+    for (int i = 0; i <= n_work / ctas + 2; ++i) {
+      const int w = work_tile(i, cta, ctas, n_work);
+      if (w < 0) {
+        ended = true;
+        continue;
+      }
+      if (ended || w >= n_work) {
+        fail_order("a tile after the end", w);
+        continue;
+      }
+      ++taken[w];
+    }
+  }
+  for (int w = 0; w < n_work; ++w)
+    if (taken[w] != 1) fail_order("a tile taken other than once", w);
+}
+
 int main() {
+  for (int n_work : {1, 2, 7, 131, 132, 133, 264, 1000, 2048})
+    for (int ctas : {1, 2, 3, 132})
+      if (ctas <= n_work) check_work_order(n_work, ctas);  // the launcher starts min(SMs, work) CTAs
   const int lengths[] = {1, 3, 8, 13, 29};
   const int sides[] = {kUnbounded, 0, 2, 7};
   const int sinks[] = {0, 1, 5, 20};
@@ -82,7 +115,7 @@ int main() {
                 check<4, 8>(sq, sk, left, right, sink, causal, offset);
                 ++cases;
               }
-  std::printf("%s: %ld mask cases x 3 tile shapes, %d failures\n", failures ? "FAILED" : "tile_range_test passed",
+  std::printf("%s: %ld mask cases x 3 tile shapes and the sm90 work order, %d failures\n", failures ? "FAILED" : "tile_range_test passed",
               cases, failures);
   return failures ? 1 : 0;
 }
