@@ -27,7 +27,8 @@
 // (Mq - 1 - i / BH) of (batch, head) i % BH: the longest causal rows first,
 // heads sharing a KV head side by side (as query_tile.cuh orders its grid).
 // CTA c takes tiles c, 2G - 1 - c, 2G + c, 4G - 1 - c, ... (G CTAs): a
-// snake, so that under causal every CTA gets both long and short tiles.
+// snake, so that under causal every CTA gets both long and short tiles
+// (hopper/work_order.cuh).
 //
 // No CTA-wide barrier inside the loops: the two warpgroups drift apart, so one
 // runs its softmax while the other's wgmmas keep the tensor cores busy. A
