@@ -22,8 +22,9 @@
 // Persistent CTAs: one per SM, each walking work tiles (a query tile of one
 // (batch, head)) in a fixed order, so the producer loads the next tile's Q
 // and first K/V while the consumers still finish and store the last one; a
-// 1024-wide window (9 key tiles per query tile) no longer pays a CTA launch,
-// a cold pipeline and an epilogue per 9 tiles. Work tile i is query tile
+// 1024-wide window (9 key tiles per query tile) no longer pays a CTA launch
+// and cold loads per 9 tiles (it still drains the consumers' S / P V overlap
+// once per query tile). Work tile i is query tile
 // (Mq - 1 - i / BH) of (batch, head) i % BH: the longest causal rows first,
 // heads sharing a KV head side by side (as query_tile.cuh orders its grid).
 // CTA c takes tiles c, 2G - 1 - c, 2G + c, 4G - 1 - c, ... (G CTAs): a
