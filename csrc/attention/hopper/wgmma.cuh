@@ -103,6 +103,9 @@ __device__ __forceinline__ void fence_operand(float (&d)[kTiles][4]) {
 
 // One instruction, A and B from shared memory. `acc` = 0 overwrites d.
 // The operand numbers after the accumulators: A, B, acc, transpose-B.
+// (On targets other than sm_90a both instructions are empty: the kernels
+// that call them are compiled there but never launched, flash_fwd_launch.cuh.)
+#if PK_SM90A
 #define PK_WGMMA_SS(N, TY, REGS, OPS, IA, IB, IACC, ITB)                                               \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IACC ", 0;\n"                                     \
                "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " REGS ", %" IA ", %" IB \
@@ -118,6 +121,10 @@ __device__ __forceinline__ void fence_operand(float (&d)[kTiles][4]) {
                ", %" IA3 "}, %" IB ", p, 1, 1, %" ITB ";\n}\n"                                                 \
                : OPS()                                                                                         \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(acc), "n"(kTransB))
+#else
+#define PK_WGMMA_SS(...)
+#define PK_WGMMA_RS(...)
+#endif
 
 template <int N, bool kIsBf16>
 struct Wgmma;
@@ -147,25 +154,8 @@ struct Wgmma;
     }                                                                                                     \
   };
 
-#if PK_SM90A
 PK_WGMMA_SHAPE(64, PK_WGMMA_REGS32, PK_D32, "32", "33", "34", "35", "36", "37", "38")
 PK_WGMMA_SHAPE(128, PK_WGMMA_REGS64, PK_D64, "64", "65", "66", "67", "68", "69", "70")
-#else  // other targets compile the callers but never run them
-template <bool kIsBf16>
-struct Wgmma<64, kIsBf16> {
-  template <int kTransB>
-  __device__ static void ss(float (&)[8][4], unsigned long long, unsigned long long, int) {}
-  template <int kTransB>
-  __device__ static void rs(float (&)[8][4], const unsigned (&)[4], unsigned long long, int) {}
-};
-template <bool kIsBf16>
-struct Wgmma<128, kIsBf16> {
-  template <int kTransB>
-  __device__ static void ss(float (&)[16][4], unsigned long long, unsigned long long, int) {}
-  template <int kTransB>
-  __device__ static void rs(float (&)[16][4], const unsigned (&)[4], unsigned long long, int) {}
-};
-#endif
 
 #undef PK_WGMMA_SHAPE
 #undef PK_WGMMA_SS
