@@ -30,6 +30,7 @@
 #include "attention/alibi.cuh"
 #include "attention/block_info.cuh"
 #include "attention/copy.cuh"
+#include "attention/fwd_tile_ops.cuh"
 #include "attention/kernel_traits.cuh"
 #include "attention/mask.cuh"
 #include "attention/mma.cuh"
@@ -182,36 +183,10 @@ __device__ __forceinline__ void flash_fwd_block(const FlashFwdParams& params) {
       }
     }
 
-    if constexpr (kHasAlibi) {
-      apply_alibi_log2(S, params.softmax_scale_log2, slope_log2, row0, params.q_offset, col_lo + 2 * t);
-    }
-    // Decided per warp, not per CTA: a band edge crosses a warp's 16 * kMFrags
-    // rows within as many columns, so a warp masks about half the tiles its
-    // CTA would. Warp-uniform, so the branch never diverges. (A warp whose
-    // rows all lie past Sq skips the mask: its scores are never stored, and
-    // keys past Sk are zero-filled, so they stay finite.)
-    if (warp_row_lo < warp_row_hi && !key_tile_is_full<kBlockN>(mask, warp_row_lo, warp_row_hi, col_lo)) {
-      apply_mask(S, mask, row0, col_lo + 2 * t);
-    }
-
     float alpha[2 * kMFrags];
-    softmax.update(S, exp2_scale, alpha);
-    // Once a row's max settles (most tiles of a long row), alpha is exactly 1
-    // and the rescale of O can be skipped; the vote keeps the branch warp-uniform.
-    bool rescale = !Tr::kLazyRescale;
-#pragma unroll
-    for (int r = 0; r < 2 * kMFrags; ++r) rescale |= alpha[r] != 1.f;
-    if (__any_sync(0xffffffffu, rescale)) {
-#pragma unroll
-      for (int mf = 0; mf < kMFrags; ++mf)
-#pragma unroll
-        for (int d = 0; d < kDTiles; ++d) {
-          O[mf][d][0] *= alpha[2 * mf];
-          O[mf][d][1] *= alpha[2 * mf];
-          O[mf][d][2] *= alpha[2 * mf + 1];
-          O[mf][d][3] *= alpha[2 * mf + 1];
-        }
-    }
+    scores_to_probs<kBlockN, kHasAlibi>(S, softmax, alpha, params, mask, exp2_scale, slope_log2, warp_row_lo,
+                                        warp_row_hi, row0, col_lo, t);
+    rescale_o<Tr::kLazyRescale>(O, alpha);
 
     cp_async_wait<0>();
     __syncthreads();  // V_t is in; every warp is done with K_t
@@ -220,18 +195,12 @@ __device__ __forceinline__ void flash_fwd_block(const FlashFwdParams& params) {
       cp_async_commit();
     }
 
-    // O += P V: the accumulator layout of two adjacent 8-key tiles of S is the
-    // A-operand layout of one k16 step, so P never leaves registers.
+    // O += P V, P straight from the S registers (pack_p).
 #pragma unroll
     for (int ks = 0; ks < kBlockN / 16; ++ks) {
       unsigned p[kMFrags][4];
 #pragma unroll
-      for (int mf = 0; mf < kMFrags; ++mf) {
-        p[mf][0] = pack_float2<kIsBf16>(S[mf][2 * ks][0], S[mf][2 * ks][1]);
-        p[mf][1] = pack_float2<kIsBf16>(S[mf][2 * ks][2], S[mf][2 * ks][3]);
-        p[mf][2] = pack_float2<kIsBf16>(S[mf][2 * ks + 1][0], S[mf][2 * ks + 1][1]);
-        p[mf][3] = pack_float2<kIsBf16>(S[mf][2 * ks + 1][2], S[mf][2 * ks + 1][3]);
-      }
+      for (int mf = 0; mf < kMFrags; ++mf) pack_p<kIsBf16>(S[mf], ks, p[mf]);
 #pragma unroll
       for (int dp = 0; dp < kDTiles / 2; ++dp) {
         unsigned bv[4];
@@ -245,28 +214,7 @@ __device__ __forceinline__ void flash_fwd_block(const FlashFwdParams& params) {
     }
   }
 
-  // Epilogue: out = O / l in the input dtype, lse in natural log. A row that
-  // saw no key (or only the sink) writes zeros and -inf (or the sink logit).
-  float inv_l[2 * kMFrags], lse[2 * kMFrags];
-  softmax.finalize(inv_l, lse);
-  elem_t* o_head = static_cast<elem_t*>(params.out) + b * params.o_batch_stride + h * params.o_head_stride;
-  float* lse_row = params.lse + (static_cast<index_t>(b) * params.heads_q + h) * params.seqlen_q;
-#pragma unroll
-  for (int mf = 0; mf < kMFrags; ++mf)
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = 2 * mf + half;
-      const int row = row0 + 16 * mf + 8 * half;
-      if (row < params.seqlen_q) {
-        elem_t* o_row = o_head + static_cast<index_t>(row) * params.o_row_stride + 2 * t;
-#pragma unroll
-        for (int d = 0; d < kDTiles; ++d) {
-          *reinterpret_cast<unsigned*>(o_row + 8 * d) =
-              pack_float2<kIsBf16>(O[mf][d][2 * half] * inv_l[r], O[mf][d][2 * half + 1] * inv_l[r]);
-        }
-        if (t == 0) lse_row[row] = lse[r];
-      }
-    }
+  store_output<kIsBf16>(O, softmax, params, b, h, row0, t);
 }
 
 // Kernel entry: the parameter block by value (kernel parameter space, cached

@@ -40,8 +40,8 @@
 // the others, and GPUs without sm_90a, to flash_fwd_kernel.cuh.
 #pragma once
 
-#include "attention/alibi.cuh"
 #include "attention/block_info.cuh"
+#include "attention/fwd_tile_ops.cuh"
 #include "attention/hopper/mbarrier.cuh"
 #include "attention/hopper/smem_tile.cuh"
 #include "attention/hopper/wgmma.cuh"
@@ -173,7 +173,6 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
                                                        const sm90::Sm90Smem<kHeadDim>& sm, int warp, int lane,
                                                        int n_work, int m_blocks) {
   using Tr = FwdSm90Traits<kHeadDim>;
-  using elem = unsigned short;
   using QTile = typename sm90::Sm90Smem<kHeadDim>::QTile;
   using KVTile = typename sm90::Sm90Smem<kHeadDim>::KVTile;
   using WgmmaS = sm90::Wgmma<Tr::kBlockN, kIsBf16>;
@@ -200,11 +199,11 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
     }
     sm90::commit();
   };
-  auto issue_o = [&](float (&O)[kDTiles][4], const unsigned (&P)[kPSteps][4], unsigned v_tile) {
+  auto issue_o = [&](float (&O)[1][kDTiles][4], const unsigned (&P)[kPSteps][4], unsigned v_tile) {
 #pragma unroll
     for (int ks = 0; ks < kPSteps; ++ks) {
       const unsigned long long db = sm90::smem_desc(v_tile + ks * 16 * 128, KVTile::kBlockBytes, kGroupBytes);
-      WgmmaO::template rs<1>(O, P[ks], db, 1);
+      WgmmaO::template rs<1>(O[0], P[ks], db, 1);
     }
     sm90::commit();
   };
@@ -227,33 +226,21 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
 
     OnlineSoftmax<1> softmax;
     softmax.init(sink_log2, t == 0);
-    float O[kDTiles][4];
+    float O[1][kDTiles][4];  // one 16-row fragment per warp (fwd_tile_ops.cuh)
 #pragma unroll
     for (int d = 0; d < kDTiles; ++d)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) O[d][e] = 0.f;
+      for (int e = 0; e < 4; ++e) O[0][d][e] = 0.f;
 
-    // Mask, ALiBi and the online softmax of one S tile; returns with S = p.
+    // ALiBi, mask and online softmax of one S tile (fwd_tile_ops.cuh); returns with S = p.
     auto softmax_tile = [&](float (&S)[1][kNTiles][4], int col_lo, float (&alpha)[2]) {
-      if constexpr (kHasAlibi) {
-        apply_alibi_log2(S, params.softmax_scale_log2, slope_log2, row0, params.q_offset, col_lo + 2 * t);
-      }
-      // Per warp, as in flash_fwd_kernel.cuh: only tiles a band edge crosses.
-      if (warp_row_lo < warp_row_hi && !key_tile_is_full<kBlockN>(mask, warp_row_lo, warp_row_hi, col_lo)) {
-        apply_mask(S, mask, row0, col_lo + 2 * t);
-      }
-      softmax.update(S, exp2_scale, alpha);
+      scores_to_probs<kBlockN, kHasAlibi>(S, softmax, alpha, params, mask, exp2_scale, slope_log2, warp_row_lo,
+                                          warp_row_hi, row0, col_lo, t);
     };
-    // P as the register A operand: two adjacent 8-key tiles of S are one k16 step.
-    unsigned P[kPSteps][4];
+    unsigned P[kPSteps][4];  // the register A operand of P V, one k16 step each
     auto to_p = [&](const float (&S)[1][kNTiles][4]) {
 #pragma unroll
-      for (int ks = 0; ks < kPSteps; ++ks) {
-        P[ks][0] = pack_float2<kIsBf16>(S[0][2 * ks][0], S[0][2 * ks][1]);
-        P[ks][1] = pack_float2<kIsBf16>(S[0][2 * ks][2], S[0][2 * ks][3]);
-        P[ks][2] = pack_float2<kIsBf16>(S[0][2 * ks + 1][0], S[0][2 * ks + 1][1]);
-        P[ks][3] = pack_float2<kIsBf16>(S[0][2 * ks + 1][2], S[0][2 * ks + 1][3]);
-      }
+      for (int ks = 0; ks < kPSteps; ++ks) pack_p<kIsBf16>(S[0], ks, P[ks]);
     };
 
     if (n_tiles > 0) {
@@ -278,7 +265,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
         float S[1][kNTiles][4];
         sm90::acquire(sm.full_k(k_slot.stage), k_slot.phase);
         sm90::acquire(sm.full_v(v_slot.stage), v_slot.phase);
-        sm90::fence_operand(O);
+        sm90::fence_operand(O[0]);
         sm90::fence();
         issue_s(S, sm.k_tile(k_slot.stage));
         issue_o(O, P, sm.v_tile(v_slot.stage));
@@ -290,52 +277,25 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
         float alpha[2];
         softmax_tile(S, work.tiles.tile(it) * kBlockN, alpha);
         sm90::wait<0>();
-        sm90::fence_operand(O);
+        sm90::fence_operand(O[0]);
         sm90::release(sm.empty_v(v_slot.stage), lane);
         v_slot.advance();
-        // Once a row's max settles, alpha is exactly 1 and the rescale is skipped
-        // (warp-uniform vote, as in flash_fwd_kernel.cuh).
-        if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-          for (int d = 0; d < kDTiles; ++d) {
-            O[d][0] *= alpha[0];
-            O[d][1] *= alpha[0];
-            O[d][2] *= alpha[1];
-            O[d][3] *= alpha[1];
-          }
-        }
+        rescale_o</*kLazy=*/true>(O, alpha);
         to_p(S);
       }
       // The last P V.
       sm90::acquire(sm.full_v(v_slot.stage), v_slot.phase);
-      sm90::fence_operand(O);
+      sm90::fence_operand(O[0]);
       sm90::fence();
       issue_o(O, P, sm.v_tile(v_slot.stage));
       sm90::wait<0>();
-      sm90::fence_operand(O);
+      sm90::fence_operand(O[0]);
       sm90::release(sm.empty_v(v_slot.stage), lane);
       v_slot.advance();
     }
 
-    // Epilogue, as flash_fwd_kernel.cuh: out = O / l, lse in natural log,
-    // straight from registers (the producer meanwhile loads the next tile).
-    float inv_l[2], lse[2];
-    softmax.finalize(inv_l, lse);
-    elem* o_head = static_cast<elem*>(params.out) + work.b * params.o_batch_stride + work.h * params.o_head_stride;
-    float* lse_row = params.lse + (static_cast<index_t>(work.b) * params.heads_q + work.h) * params.seqlen_q;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = row0 + 8 * half;
-      if (row < params.seqlen_q) {
-        elem* o_row = o_head + static_cast<index_t>(row) * params.o_row_stride + 2 * t;
-#pragma unroll
-        for (int d = 0; d < kDTiles; ++d) {
-          *reinterpret_cast<unsigned*>(o_row + 8 * d) =
-              pack_float2<kIsBf16>(O[d][2 * half] * inv_l[half], O[d][2 * half + 1] * inv_l[half]);
-        }
-        if (t == 0) lse_row[row] = lse[half];
-      }
-    }
+    // Out and lse straight from registers while the producer loads the next tile.
+    store_output<kIsBf16>(O, softmax, params, work.b, work.h, row0, t);
   }
 }
 
