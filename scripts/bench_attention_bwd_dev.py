@@ -6,7 +6,8 @@
 Shapes as the forward's (scripts/bench_attention_dev.py): B * S = 16K tokens,
 H * D = 2048, bf16. Only the backward is timed: every provider runs its
 forward once, then each timed call is the gradient of (q, k, v) alone
-(``cuda``: the atomic-dQ path; ``cuda_det``: ``deterministic=True``; the
+(``cuda``: the atomic-dQ path; ``cuda_det``: ``deterministic=True``;
+``cuda_sm80``: the mma.sync dK/dV kernel where ``cuda`` runs the Hopper one; the
 peers: ``torch.autograd.grad`` over a retained graph). TFLOP/s use 2.5x the
 forward's useful FLOPs (flash-attn's convention). One JSON line per
 measurement goes to --out, in the forward benchmark's format with mode "bwd".
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 
 import torch
 
@@ -32,7 +34,7 @@ def make_provider(name, q, k, v, dout, causal, window, sinks, slopes):
     """A zero-argument callable running one backward, or None when the provider cannot express the variant."""
     b, s, h, d = q.shape
     plain_causal = causal and window == (-1, -1) and sinks == 0 and slopes is None
-    if name in ("cuda", "cuda_det"):
+    if name in ("cuda", "cuda_det", "cuda_sm80"):
         if not pykernels.available_backends()["cuda"]:
             return None
         mod = op_module("cuda", "attention")
@@ -40,7 +42,17 @@ def make_provider(name, q, k, v, dout, causal, window, sinks, slopes):
                   sink_tokens=sinks, sink_logits=None, alibi_slopes=slopes, q_offset=0)
         out, lse = mod.forward(q, k, v, **kw)
         det = name == "cuda_det"
-        return lambda: mod.backward(dout, None, q, k, v, out, lse, deterministic=det, **kw)
+
+        def run():
+            # cuda_sm80: the mma.sync dK/dV kernel where ``cuda`` takes the wgmma one (flash_bwd_launch.cuh).
+            if name == "cuda_sm80":
+                os.environ["PYKERNELS_BWD_KERNEL"] = "sm80"
+            try:
+                return mod.backward(dout, None, q, k, v, out, lse, deterministic=det, **kw)
+            finally:
+                os.environ.pop("PYKERNELS_BWD_KERNEL", None)
+
+        return run
     leaves = [t.detach().transpose(1, 2).requires_grad_() for t in (q, k, v)]  # (B, H, S, D) views
     dout_t = dout.transpose(1, 2)
     if name in ("sdpa_flash", "cudnn"):
@@ -68,7 +80,7 @@ def main():
     ap.add_argument("--seqlen", type=int, default=16384)
     ap.add_argument("--head-dims", default="64,128")
     ap.add_argument("--variants", default="causal,window1024")
-    ap.add_argument("--providers", default="cuda,cuda_det,sdpa_flash,cudnn,flex")
+    ap.add_argument("--providers", default="cuda,cuda_sm80,cuda_det,sdpa_flash,cudnn,flex")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()

@@ -77,6 +77,20 @@ def _poison(monkeypatch):
     monkeypatch.setenv("PYKERNELS_POISON_OUTPUTS", "1")
 
 
+@pytest.fixture(autouse=True, params=["default", "mma_sync"])
+def bwd_kernel(request, monkeypatch):
+    """Both dK/dV kernels of the extension: on Hopper the default is the wgmma
+    kernel for head dims 64 and 128 (flash_bwd_sm90_kernel.cuh); mma_sync
+    forces flash_bwd_dkdv_kernel through PYKERNELS_BWD_KERNEL=sm80. Elsewhere,
+    and in the CuPy backend, both run the mma.sync kernel."""
+    if request.param == "mma_sync":
+        backend = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend")
+        if getattr(backend, "id", backend) != "cuda":
+            pytest.skip("PYKERNELS_BWD_KERNEL picks between the CUDA extension's kernels only")
+        monkeypatch.setenv("PYKERNELS_BWD_KERNEL", "sm80")
+    return request.param
+
+
 def _inputs(b, sq, sk, hq, hkv, d, dtype, sink_logits=False, alibi=None):
     return attention_inputs(b, sq, sk, hq, hkv, d, dtype, DEVICE, sink_logits=sink_logits, alibi=alibi)
 

@@ -9,6 +9,8 @@
 
 #include "attention/flash_bwd.h"
 #include "attention/flash_bwd_kernel.cuh"
+#include "attention/flash_bwd_sm90_kernel.cuh"
+#include "attention/hopper/runs_here.h"
 
 namespace pykernels {
 namespace attention {
@@ -35,7 +37,22 @@ cudaError_t run_flash_bwd_(const FlashBwdParams& params, cudaStream_t stream) {
   }
 
   const int n_blocks = (params.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN;
-  if (n_blocks > 0) {
+  bool dkdv_done = false;
+  if constexpr (kHeadDim == 64 || kHeadDim == 128) {
+    // On Hopper, the wgmma dK/dV kernel: same grid (128-key tiles, so the
+    // same dsink slots), same scratch and outputs (flash_bwd_sm90_kernel.cuh).
+    static_assert(BwdSm90Traits<kHeadDim>::kBlockN == Tr::kBlockN, "both dK/dV kernels share the grid");
+    auto kernel = flash_bwd_sm90_kernel<kHeadDim, kIsBf16>;
+    if (n_blocks > 0 && sm90_kernel_runs_here(kernel, "PYKERNELS_BWD_KERNEL")) {
+      constexpr int kSmem = BwdSm90Traits<kHeadDim>::kSmemBytes;
+      if ((err = allow_smem(kernel, kSmem)) != cudaSuccess) return err;
+      const dim3 grid(static_cast<unsigned>(params.batch) * params.heads_kv, n_blocks);
+      kernel<<<grid, BwdSm90Traits<kHeadDim>::kNThreads, kSmem, stream>>>(params);
+      if ((err = cudaGetLastError()) != cudaSuccess) return err;
+      dkdv_done = true;
+    }
+  }
+  if (n_blocks > 0 && !dkdv_done) {
     auto kernel = flash_bwd_dkdv_kernel<kHeadDim, kIsBf16>;
     if ((err = allow_smem(kernel, Tr::kSmemBytes)) != cudaSuccess) return err;
     const dim3 grid(static_cast<unsigned>(params.batch) * params.heads_kv, n_blocks);

@@ -6,32 +6,14 @@
 #ifndef __CUDACC_RTC__
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <cstring>
-
 #include "attention/flash_fwd.h"
 #include "attention/flash_fwd_kernel.cuh"
 #include "attention/flash_fwd_sm90_kernel.cuh"
+#include "attention/hopper/runs_here.h"
 #include "attention/static_switch.h"
 
 namespace pykernels {
 namespace attention {
-
-// True when `kernel` has sm_90a code for the current device (a build for
-// "80" only, or a GPU other than Hopper, does not). PYKERNELS_FWD_KERNEL=sm80
-// forces the mma.sync kernel, for A/B benchmarks and tests of both paths.
-template <class Kernel>
-bool sm90_kernel_runs_here(Kernel kernel) {
-  const char* force = std::getenv("PYKERNELS_FWD_KERNEL");
-  if (force != nullptr && std::strcmp(force, "sm80") == 0) return false;
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9) {
-    return false;
-  }
-  cudaFuncAttributes attr;
-  return cudaFuncGetAttributes(&attr, kernel) == cudaSuccess && attr.binaryVersion == 90;
-}
 
 template <int kHeadDim, bool kIsBf16, bool kHasAlibi>
 cudaError_t launch_flash_fwd_sm90(const FlashFwdParams& params, cudaStream_t stream) {
@@ -65,7 +47,7 @@ cudaError_t run_flash_fwd_(const FlashFwdParams& params, cudaStream_t stream) {
   return BOOL_SWITCH(scale_first, kHasAlibi, [&] {
     if (params.seqlen_q == 0 || params.batch == 0 || params.heads_q == 0) return cudaSuccess;
     if constexpr (kHeadDim == 64 || kHeadDim == 128) {
-      if (sm90_kernel_runs_here(flash_fwd_sm90_kernel<kHeadDim, kIsBf16, kHasAlibi>)) {
+      if (sm90_kernel_runs_here(flash_fwd_sm90_kernel<kHeadDim, kIsBf16, kHasAlibi>, "PYKERNELS_FWD_KERNEL")) {
         return launch_flash_fwd_sm90<kHeadDim, kIsBf16, kHasAlibi>(params, stream);
       }
     }

@@ -57,18 +57,6 @@ namespace pykernels {
 namespace attention {
 namespace sm90 {
 
-// A ring slot: which of the kStages buffers, and the parity of its current use.
-template <int kStages>
-struct RingSlot {
-  int stage = 0, phase = 0;
-  __device__ __forceinline__ void advance() {
-    if (++stage == kStages) {
-      stage = 0;
-      phase ^= 1;
-    }
-  }
-};
-
 // Shared memory of the kernel: byte addresses of the tiles and barriers.
 template <int kHeadDim>
 struct Sm90Smem {
@@ -105,18 +93,6 @@ struct Sm90Smem {
     }
   }
 };
-
-// Consumers: a warp's lane 0 tells the producer the warp is done with a buffer.
-__device__ __forceinline__ void release(unsigned bar, int lane) {
-  __syncwarp();
-  if (lane == 0) mbarrier_arrive(bar);
-}
-
-// Wait for a buffer the producer filled, then make it visible to wgmma.
-__device__ __forceinline__ void acquire(unsigned bar, int phase) {
-  mbarrier_wait(bar, phase);
-  fence_async_proxy();
-}
 
 // ---- producer: one warpgroup of cp.async loads ----
 template <int kHeadDim>

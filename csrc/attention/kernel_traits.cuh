@@ -72,6 +72,17 @@ template <> struct FwdTileShape<96>  { using type = FwdTraits<96, 128, 64, 4>; }
 template <> struct FwdTileShape<128> { using type = FwdTraits<128, 128, 64, 4>; };
 template <> struct FwdTileShape<256> { using type = FwdTraits<256, 64, 64, 4>; };
 
+// setmaxnreg moves registers between the warpgroups of one CTA, it does not
+// add any: the CTA keeps what it was launched with (65536 / threads, rounded
+// down to 8, per thread: 168 at 384 threads), and a warpgroup's
+// setmaxnreg.inc waits until the others' .dec have freed enough. A split
+// that asks for more than the launch gave hangs the kernel, so the traits
+// check it at compile time.
+constexpr bool register_split_fits(int producer_threads, int producer_regs, int consumer_threads, int consumer_regs) {
+  return producer_threads * producer_regs + consumer_threads * consumer_regs <=
+         (65536 / (producer_threads + consumer_threads)) / 8 * 8 * (producer_threads + consumer_threads);
+}
+
 // The Hopper forward (flash_fwd_sm90_kernel.cuh), head dims 64 and 128.
 //
 // * 2 consumer warpgroups of 64 query rows (wgmma's M is 64 per warpgroup):
@@ -109,6 +120,60 @@ struct FwdSm90Traits {
   // Q, kStages K and V tiles, the barriers, and 1024 bytes to align the swizzled blocks.
   static constexpr int kSmemBytes = kTileBytes * (kBlockM + 2 * kStages * kBlockN) + kBarrierBytes + 1024;
   static_assert(kHeadDim == 64 || kHeadDim == 128, "the sm90 forward takes head dims 64 and 128");
+  static_assert(register_split_fits(kProducerThreads, kProducerRegs, 32 * kConsumerWarps, kConsumerRegs),
+                "setmaxnreg split beyond the launch's registers");
+};
+
+
+// The Hopper backward (flash_bwd_sm90_kernel.cuh), head dims 64 and 128.
+//
+// * A CTA owns kBlockN = 128 keys, 64 per consumer warpgroup (wgmma's M), so
+//   every S^T, dP^T, dV and dK product has this warpgroup's keys as its rows
+//   and dK, dV stay in registers for the whole CTA (2 x 64 x d / 128 fp32 per
+//   thread: 128 at d = 128, 64 at d = 64).
+// * kBlockM query rows per step: S^T and dP^T are 64 x kBlockM per
+//   warpgroup, 2 x kBlockM / 2 fp32 per thread. At d = 128 that must stay at
+//   64 (dK + dV + S^T + dP^T = 192 of the consumers' 240 registers); at
+//   d = 64, dK and dV are half as big, so 128 rows fit, and each K/V byte
+//   read feeds twice the work.
+// * dQ = dS K is split so that each warpgroup issues one m64n64 product per
+//   key step: at d = 128 by columns (warpgroup w takes head-dim columns
+//   [64 w, 64 w + 64) of the 64 rows), at d = 64 by rows (rows [64 w, 64 w + 64)).
+// * One producer warpgroup of cp.async loads (K and V once, then Q and dO
+//   per step into a kStages ring; the consumers stage lse and delta). Registers: 128 x 24 + 256 x 240
+//   = 384 x 168, all the launch has (register_split_fits). ptxas -v: 20
+//   spilled bytes at d = 128, 48 at d = 64; 32 / 232 spilled 32 and 124.
+// * Shared memory: K, V, the Q/dO ring, dS^T twice (so that one
+//   warpgroup may write the next dS^T while the other still reads the last
+//   one for its dQ), and an fp32 dQ tile, rows padded by 8 floats so that the
+//   accumulator stores hit 32 distinct banks per half warp.
+template <int kHeadDim_>
+struct BwdSm90Traits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockN = 128;
+  static constexpr int kBlockM = kHeadDim_ == 64 ? 128 : 64;
+  static constexpr int kStages = 2;
+  static constexpr int kConsumerWarps = 8;  // 2 warpgroups
+  static constexpr int kProducerThreads = 128;  // 1 warpgroup
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+  static constexpr int kNThreads = 32 * kConsumerWarps + kProducerThreads;
+  static constexpr bool kDqByColumns = kBlockM == 64;
+  static constexpr int kDqRow = kHeadDim + 8;  // floats per row of the dQ tile
+  static constexpr int kKVBytes = kBlockN * kHeadDim * 2;
+  static constexpr int kQBytes = kBlockM * kHeadDim * 2;
+  static constexpr int kDsBytes = kBlockN * kBlockM * 2;
+  static constexpr int kDqBytes = kBlockM * kDqRow * 4;
+  static constexpr int kStatBytes = kBlockM * 4;  // one step's lse (or delta)
+  static constexpr int kBarrierBytes = 8 * (1 + 2 * kStages);
+  // K, V, kStages x (Q, dO), 2 x dS^T, dQ, 2 x (lse, delta), barriers, 1024 to align.
+  static constexpr int kSmemBytes =
+      2 * kKVBytes + 2 * kStages * kQBytes + 2 * kDsBytes + kDqBytes + 4 * kStatBytes + kBarrierBytes + 1024;
+  static_assert(2 * kBlockM <= 32 * kConsumerWarps, "a consumer thread stages one lse or delta value");
+  static_assert(kHeadDim == 64 || kHeadDim == 128, "the sm90 backward takes head dims 64 and 128");
+  static_assert(register_split_fits(kProducerThreads, kProducerRegs, 32 * kConsumerWarps, kConsumerRegs),
+                "setmaxnreg split beyond the launch's registers");
+  static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM must fit");
 };
 
 }  // namespace attention

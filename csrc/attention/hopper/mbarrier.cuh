@@ -1,5 +1,6 @@
-// Shared-memory barriers (mbarrier, sm_90) between the sm90 forward's
-// producer warp and its consumer warpgroups.
+// Shared-memory barriers (mbarrier, sm_90) between the producer warpgroup and
+// the consumer warpgroups of the sm90 kernels (forward and backward), and the
+// ring-buffer bookkeeping both build on them.
 //
 // An mbarrier counts arrivals; when the expected number has arrived its
 // phase completes and flips parity (0, 1, 0, ...). A waiter names the parity
@@ -50,6 +51,30 @@ __device__ __forceinline__ void fence_async_proxy() {
 // (1..15; 0 is __syncthreads).
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// A ring slot: which of the kStages buffers, and the parity of its current use.
+template <int kStages>
+struct RingSlot {
+  int stage = 0, phase = 0;
+  __device__ __forceinline__ void advance() {
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+// Consumers: a warp's lane 0 tells the producer the warp is done with a buffer.
+__device__ __forceinline__ void release(unsigned bar, int lane) {
+  __syncwarp();
+  if (lane == 0) mbarrier_arrive(bar);
+}
+
+// Wait for a buffer the producer filled, then make it visible to wgmma.
+__device__ __forceinline__ void acquire(unsigned bar, int phase) {
+  mbarrier_wait(bar, phase);
+  fence_async_proxy();
 }
 
 // Hand registers between warpgroups (sm_90a). ptxas sizes a kernel for its

@@ -1,5 +1,5 @@
 // Hopper warpgroup MMA (wgmma.mma_async, sm_90a): shared-memory descriptors
-// and the two instruction shapes the sm90 forward uses.
+// and the two instruction shapes the sm90 kernels use.
 //
 // A warpgroup (4 consecutive warps, the first a multiple of 4) issues one
 // m64nNk16 together: D (64 x N, fp32, in registers) += A (64 x 16) B (16 x N).
@@ -29,8 +29,10 @@
 //     row (the hardware applies the swizzle to the final address), and a new
 //     64-column block every 4 steps.
 //   * MN-major operand (V as B of P V: N = head dim runs along a row, K = key
-//     down the rows): LBO = the distance between 64-column blocks, SBO =
-//     between 8-key groups (1024 bytes); a k16 step moves 16 rows (2048 bytes).
+//     down the rows; in the backward also dO and Q as B of dV and dK, K as B
+//     of dQ, and dS^T as the transposed A of dQ): LBO = the distance between
+//     64-column blocks, SBO = between 8-row groups along K (1024 bytes); a
+//     k16 step moves 16 rows (2048 bytes).
 // Every 64-column block must start on a 1024-byte boundary.
 //
 // Hand-written PTX for the reason mma.cuh gives (NVRTC compiles these headers
@@ -102,16 +104,18 @@ __device__ __forceinline__ void fence_operand(float (&d)[kTiles][4]) {
 #define PK_D64() PK_D32(), PK_D4(8), PK_D4(9), PK_D4(10), PK_D4(11), PK_D4(12), PK_D4(13), PK_D4(14), PK_D4(15)
 
 // One instruction, A and B from shared memory. `acc` = 0 overwrites d.
-// The operand numbers after the accumulators: A, B, acc, transpose-B.
+// The operand numbers after the accumulators: A, B, acc, transpose-B, then
+// transpose-A (an MN-major A: the backward's dQ = dS K reads dS from its
+// key-major dS^T tile).
 // (On targets other than sm_90a both instructions are empty: the kernels
 // that call them are compiled there but never launched, flash_fwd_launch.cuh.)
 #if PK_SM90A
-#define PK_WGMMA_SS(N, TY, REGS, OPS, IA, IB, IACC, ITB)                                               \
+#define PK_WGMMA_SS(N, TY, REGS, OPS, IA, IB, IACC, ITB, ITA)                                          \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IACC ", 0;\n"                                     \
                "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " REGS ", %" IA ", %" IB \
-               ", p, 1, 1, 0, %" ITB ";\n}\n"                                                          \
+               ", p, 1, 1, %" ITA ", %" ITB ";\n}\n"                                                   \
                : OPS()                                                                                \
-               : "l"(desc_a), "l"(desc_b), "r"(acc), "n"(kTransB))
+               : "l"(desc_a), "l"(desc_b), "r"(acc), "n"(kTransB), "n"(kTransA))
 
 // One instruction, A from registers (four 16-bit pairs per thread, the
 // mma.sync A layout), B from shared memory.
@@ -130,17 +134,18 @@ template <int N, bool kIsBf16>
 struct Wgmma;
 
 // One specialisation per N: the accumulator operand list and the numbers of
-// the operands after it (A or its four registers, B, acc, transpose-B).
+// the operands after it (A or its four registers, B, acc, transpose-B;
+// SS's transpose-A follows its transpose-B).
 #define PK_WGMMA_SHAPE(N, REGS, OPS, I0, I1, I2, I3, I4, I5, I6)                                          \
   template <bool kIsBf16>                                                                                 \
   struct Wgmma<N, kIsBf16> {                                                                              \
-    template <int kTransB>                                                                                \
+    template <int kTransB, int kTransA = 0>                                                               \
     __device__ __forceinline__ static void ss(float (&d)[N / 8][4], unsigned long long desc_a,            \
                                               unsigned long long desc_b, int acc) {                       \
       if constexpr (kIsBf16) {                                                                            \
-        PK_WGMMA_SS(N, "bf16", REGS, OPS, I0, I1, I2, I3);                                                \
+        PK_WGMMA_SS(N, "bf16", REGS, OPS, I0, I1, I2, I3, I4);                                            \
       } else {                                                                                            \
-        PK_WGMMA_SS(N, "f16", REGS, OPS, I0, I1, I2, I3);                                                 \
+        PK_WGMMA_SS(N, "f16", REGS, OPS, I0, I1, I2, I3, I4);                                             \
       }                                                                                                   \
     }                                                                                                     \
     template <int kTransB>                                                                                \
