@@ -22,6 +22,8 @@
 //   every 8x8 tile cover all 32 banks, for every supported d.
 #pragma once
 
+#include "common/host_device.h"
+
 namespace pykernels {
 namespace attention {
 
@@ -78,7 +80,7 @@ template <> struct FwdTileShape<256> { using type = FwdTraits<256, 64, 64, 4>; }
 // setmaxnreg.inc waits until the others' .dec have freed enough. A split
 // that asks for more than the launch gave hangs the kernel, so the traits
 // check it at compile time.
-constexpr bool register_split_fits(int producer_threads, int producer_regs, int consumer_threads, int consumer_regs) {
+PK_HOST_DEVICE constexpr bool register_split_fits(int producer_threads, int producer_regs, int consumer_threads, int consumer_regs) {
   return producer_threads * producer_regs + consumer_threads * consumer_regs <=
          (65536 / (producer_threads + consumer_threads)) / 8 * 8 * (producer_threads + consumer_threads);
 }
