@@ -19,6 +19,8 @@ constexpr int kBwdRowPad = 128;
 
 // Keys per CTA of the dK/dV kernel for each head dim, 16 per warp (why these:
 // flash_bwd_kernel.cuh, BwdTraits). Here because the host sizes scratch by them.
+// The Hopper dK/dV kernel (BwdSm90Traits) keeps 128 keys and 8 consumer warps
+// of 16 keys at d = 64 and 128, so the dsink slots are the same.
 PK_HOST_DEVICE constexpr int bwd_block_n(int head_dim) { return (head_dim == 64 || head_dim == 128) ? 128 : 64; }
 PK_HOST_DEVICE constexpr int bwd_warps(int head_dim) { return bwd_block_n(head_dim) / 16; }
 PK_HOST_DEVICE constexpr int bwd_threads(int head_dim) { return 32 * bwd_warps(head_dim); }

@@ -37,6 +37,10 @@
 //   key tiles exactly as the forward does; no atomics, so bitwise
 //   reproducible, at the cost of recomputing S and dP a second time.
 //
+// On Hopper (sm_90a, head dims 64 and 128) flash_bwd_sm90_kernel.cuh's wgmma
+// kernel takes the dK/dV kernel's place: same grid, scratch, dsink slots and
+// outputs. The other three kernels here run on every GPU.
+//
 // Compiled by nvcc through instantiations/flash_bwd_*.cu; device code only.
 #pragma once
 
