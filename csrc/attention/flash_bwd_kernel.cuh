@@ -193,6 +193,32 @@ __device__ __forceinline__ void acc_to_a(unsigned (&a)[4], const float (&c0)[4],
   a[3] = pack_float2<kIsBf16>(c1[2], c1[3]);
 }
 
+// The sink gradient's key part, sum_i exp(sink - lse_i) sum_j P_ij dP_ij, over
+// one warp's keys of a transposed tile (P^T and dP^T: keys on the rows, query
+// 8 j + 2t and + 1 in the columns, lse_log2 of query q at s_lse + 4 q), summed
+// over the warp. Both dK/dV kernels call it with their own fragments.
+template <int kNFrags, int kMTiles>
+__device__ __forceinline__ float sink_grad_part(const float (&P)[kNFrags][kMTiles][4],
+                                                const float (&dP)[kNFrags][kMTiles][4], float sink_log2,
+                                                unsigned s_lse, int t) {
+  float part = 0.f;
+#pragma unroll
+  for (int j = 0; j < kMTiles; ++j) {
+    const float w0 = exp2f(sink_log2 - ld_shared_f32(s_lse + (8 * j + 2 * t) * 4));
+    const float w1 = exp2f(sink_log2 - ld_shared_f32(s_lse + (8 * j + 2 * t + 1) * 4));
+    float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+    for (int nf = 0; nf < kNFrags; ++nf) {
+      r0 = fmaf(P[nf][j][0], dP[nf][j][0], fmaf(P[nf][j][2], dP[nf][j][2], r0));
+      r1 = fmaf(P[nf][j][1], dP[nf][j][1], fmaf(P[nf][j][3], dP[nf][j][3], r1));
+    }
+    part = fmaf(w0, r0, fmaf(w1, r1, part));
+  }
+#pragma unroll
+  for (int sh = 16; sh > 0; sh >>= 1) part += __shfl_xor_sync(0xffffffffu, part, sh);
+  return part;
+}
+
 // ---------------------------------------------------------------------------
 // Preprocess: one warp per padded query row.
 
@@ -433,22 +459,7 @@ __device__ __forceinline__ void flash_bwd_dkdv_block(const FlashBwdParams& param
     // warp's keys (see the top of the file), before dP becomes dS. Padded and
     // fully masked rows have lse_log2 = +inf, so their weight is 0.
     if (sink_grad) {
-      const float sink_log2 = params.sink_logits[hh] * LOG2E;
-      float part = 0.f;
-#pragma unroll
-      for (int j = 0; j < kMTiles; ++j) {
-        const float w0 = exp2f(sink_log2 - ld_shared_f32(sLse + (8 * j + 2 * t) * 4));
-        const float w1 = exp2f(sink_log2 - ld_shared_f32(sLse + (8 * j + 2 * t + 1) * 4));
-        float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-        for (int nf = 0; nf < kNFrags; ++nf) {
-          r0 = fmaf(S[nf][j][0], dP[nf][j][0], fmaf(S[nf][j][2], dP[nf][j][2], r0));
-          r1 = fmaf(S[nf][j][1], dP[nf][j][1], fmaf(S[nf][j][3], dP[nf][j][3], r1));
-        }
-        part = fmaf(w0, r0, fmaf(w1, r1, part));
-      }
-#pragma unroll
-      for (int sh = 16; sh > 0; sh >>= 1) part += __shfl_xor_sync(0xffffffffu, part, sh);
+      const float part = sink_grad_part(S, dP, params.sink_logits[hh] * LOG2E, sLse, t);
       // Only this warp touches its slot, in program order: a plain add, deterministic.
       if (lane == 0) {
         params.dsink_partial[((static_cast<long long>(b) * params.heads_q + hh) * gridDim.y + blockIdx.y) *

@@ -38,7 +38,7 @@
 #include "attention/alibi.cuh"
 #include "attention/block_info.cuh"
 #include "attention/flash_bwd.h"
-#include "attention/flash_bwd_kernel.cuh"  // acc_to_a, ld_shared_f32, st_shared_u32
+#include "attention/flash_bwd_kernel.cuh"  // acc_to_a, sink_grad_part, ld_shared_f32, st_shared_u32
 #include "attention/hopper/bulk_reduce.cuh"
 #include "attention/hopper/mbarrier.cuh"
 #include "attention/hopper/smem_tile.cuh"
@@ -292,18 +292,7 @@ __device__ __forceinline__ void flash_bwd_sm90_consume(const FlashBwdParams& par
     // warp's keys, one slot per warp as flash_bwd_dkdv_block's (same keys per
     // warp, so the same slots), before dP becomes dS.
     if (sink_grad) {
-      const float sink_log2 = params.sink_logits[hh] * LOG2E;
-      float part = 0.f;
-#pragma unroll
-      for (int j = 0; j < kMTiles; ++j) {
-        const float w0 = exp2f(sink_log2 - ld_shared_f32(s_lse + (8 * j + 2 * t) * 4));
-        const float w1 = exp2f(sink_log2 - ld_shared_f32(s_lse + (8 * j + 2 * t + 1) * 4));
-        const float r0 = fmaf(S[0][j][0], dP[0][j][0], S[0][j][2] * dP[0][j][2]);
-        const float r1 = fmaf(S[0][j][1], dP[0][j][1], S[0][j][3] * dP[0][j][3]);
-        part = fmaf(w0, r0, fmaf(w1, r1, part));
-      }
-#pragma unroll
-      for (int sh = 16; sh > 0; sh >>= 1) part += __shfl_xor_sync(0xffffffffu, part, sh);
+      const float part = sink_grad_part(S, dP, params.sink_logits[hh] * LOG2E, s_lse, t);
       if (lane == 0) {
         params.dsink_partial[((static_cast<long long>(work.b) * params.heads_q + hh) * gridDim.y + blockIdx.y) *
                                  Tr::kConsumerWarps + warp] += part;
