@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 
 import torch
 
@@ -25,7 +24,7 @@ import pykernels
 from profiling.common import git_commit
 from pykernels.backends import op_module
 
-from bench_attention_dev import VARIANTS, flex_mods, try_time, useful_flops
+from bench_attention_dev import VARIANTS, flex_mods, try_time, useful_flops, with_env
 
 BWD_FLOP_FACTOR = 2.5  # dQ, dK, dV, dP and the recomputed S: 5 matmuls against the forward's 2
 
@@ -44,15 +43,10 @@ def make_provider(name, q, k, v, dout, causal, window, sinks, slopes):
         det = name == "cuda_det"
 
         def run():
-            # cuda_sm80: the mma.sync dK/dV kernel where ``cuda`` takes the wgmma one (flash_bwd_launch.cuh).
-            if name == "cuda_sm80":
-                os.environ["PYKERNELS_BWD_KERNEL"] = "sm80"
-            try:
-                return mod.backward(dout, None, q, k, v, out, lse, deterministic=det, **kw)
-            finally:
-                os.environ.pop("PYKERNELS_BWD_KERNEL", None)
+            return mod.backward(dout, None, q, k, v, out, lse, deterministic=det, **kw)
 
-        return run
+        # cuda_sm80: the mma.sync dK/dV kernel where ``cuda`` takes the wgmma one.
+        return with_env(run, "PYKERNELS_BWD_KERNEL", "sm80") if name == "cuda_sm80" else run
     leaves = [t.detach().transpose(1, 2).requires_grad_() for t in (q, k, v)]  # (B, H, S, D) views
     dout_t = dout.transpose(1, 2)
     if name in ("sdpa_flash", "cudnn"):

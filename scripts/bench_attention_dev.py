@@ -89,6 +89,19 @@ def flex_mods(causal, window, sinks, alibi, heads, device):
 ENV_PROVIDERS = {"cuda_sm80": ("PYKERNELS_FWD_KERNEL", "sm80")}
 
 
+def with_env(run, var, value):
+    """``run`` with an environment variable set around each call (a kernel choice, flash_*_launch.cuh)."""
+
+    def run_with_env():
+        os.environ[var] = value
+        try:
+            return run()
+        finally:
+            del os.environ[var]
+
+    return run_with_env
+
+
 def make_provider(name, q, k, v, causal, window, sinks, slopes):
     """A zero-argument callable running the variant, or None when the provider cannot express it."""
     b, s, h, d = q.shape
@@ -102,18 +115,7 @@ def make_provider(name, q, k, v, causal, window, sinks, slopes):
             return pykernels.flash_attn_func(q, k, v, causal=causal, window_size=window, sink_tokens=sinks,
                                              alibi_slopes=slopes, backend=backend)
 
-        if name not in ENV_PROVIDERS:
-            return run
-
-        def run_with_env():  # the same op with a kernel-choice variable set (flash_fwd_launch.cuh)
-            var, value = ENV_PROVIDERS[name]
-            os.environ[var] = value
-            try:
-                return run()
-            finally:
-                del os.environ[var]
-
-        return run_with_env
+        return with_env(run, *ENV_PROVIDERS[name]) if name in ENV_PROVIDERS else run
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # SDPA / Flex layout (B, H, S, D), same storage
     if name in ("sdpa_flash", "cudnn"):
         if not plain_causal:

@@ -57,3 +57,19 @@ def attention_inputs(b, sq, sk, hq, hkv, d, dtype, device, sink_logits=False, al
     elif alibi == "batch":
         slopes = torch.rand(b, hq, device=device) * 0.3
     return q, k, v, sinks, slopes
+
+
+def choose_extension_kernel(request, monkeypatch, env_var: str) -> str:
+    """Body of the kernel-choice fixtures (params "default", "mma_sync").
+
+    "mma_sync" sets ``env_var`` (PYKERNELS_FWD_KERNEL or PYKERNELS_BWD_KERNEL)
+    to sm80, which makes the CUDA extension run its portable mma.sync kernel
+    where it would take the Hopper wgmma one; the variable picks between the
+    extension's kernels only, so other backends skip that param.
+    """
+    if request.param == "mma_sync":
+        backend = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend")
+        if getattr(backend, "id", backend) != "cuda":
+            pytest.skip(f"{env_var} picks between the CUDA extension's kernels only")
+        monkeypatch.setenv(env_var, "sm80")
+    return request.param

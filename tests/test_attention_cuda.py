@@ -17,7 +17,7 @@ import pykernels
 from pykernels.backends import op_module
 from pykernels.reference import attention_ref
 
-from helpers import assert_within_2x, attention_inputs, gpu_backends
+from helpers import assert_within_2x, attention_inputs, choose_extension_kernel, gpu_backends
 
 pytestmark = pytest.mark.gpu
 
@@ -37,12 +37,7 @@ def fwd_kernel(request, monkeypatch):
     kernel for head dims 64 and 128 (flash_fwd_sm90_kernel.cuh); mma_sync forces
     flash_fwd_kernel.cuh through PYKERNELS_FWD_KERNEL=sm80. Elsewhere both run
     the mma.sync kernel."""
-    if request.param == "mma_sync":
-        backend = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend")
-        if backend != "cuda":
-            pytest.skip("PYKERNELS_FWD_KERNEL picks between the CUDA extension's kernels only")
-        monkeypatch.setenv("PYKERNELS_FWD_KERNEL", "sm80")
-    return request.param
+    return choose_extension_kernel(request, monkeypatch, "PYKERNELS_FWD_KERNEL")
 
 
 def _inputs(b, sq, sk, hq, hkv, d, dtype, sink_logits=False, alibi=None):

@@ -18,7 +18,7 @@ import pykernels
 from pykernels.backends import op_module
 from pykernels.reference import attention_ref
 
-from helpers import assert_within_2x, attention_inputs, gpu_backends, max_err
+from helpers import assert_within_2x, attention_inputs, choose_extension_kernel, gpu_backends, max_err
 
 pytestmark = pytest.mark.gpu
 
@@ -83,12 +83,7 @@ def bwd_kernel(request, monkeypatch):
     kernel for head dims 64 and 128 (flash_bwd_sm90_kernel.cuh); mma_sync
     forces flash_bwd_dkdv_kernel through PYKERNELS_BWD_KERNEL=sm80. Elsewhere,
     and in the CuPy backend, both run the mma.sync kernel."""
-    if request.param == "mma_sync":
-        backend = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend")
-        if getattr(backend, "id", backend) != "cuda":
-            pytest.skip("PYKERNELS_BWD_KERNEL picks between the CUDA extension's kernels only")
-        monkeypatch.setenv("PYKERNELS_BWD_KERNEL", "sm80")
-    return request.param
+    return choose_extension_kernel(request, monkeypatch, "PYKERNELS_BWD_KERNEL")
 
 
 def _inputs(b, sq, sk, hq, hkv, d, dtype, sink_logits=False, alibi=None):

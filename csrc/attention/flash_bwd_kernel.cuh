@@ -146,6 +146,14 @@ __device__ __forceinline__ void st_shared_u32(unsigned addr, unsigned v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v));
 }
 
+__device__ __forceinline__ void st_shared_f32(unsigned addr, float x) {
+  asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(addr), "f"(x) : "memory");
+}
+
+__device__ __forceinline__ void st_shared_f32x2(unsigned addr, float x, float y) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(x), "f"(y));
+}
+
 __device__ __forceinline__ float ld_shared_f32(unsigned addr) {
   float v;
   asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(v) : "r"(addr));
@@ -288,6 +296,67 @@ __global__ void __launch_bounds__(kConvertDqThreads) flash_bwd_convert_dq_kernel
 }
 
 // ---------------------------------------------------------------------------
+// What a dK/dV CTA works on, and how it writes its result (both dK/dV kernels:
+// this file's and flash_bwd_sm90_kernel.cuh's).
+
+// One CTA per (batch, KV head, key tile): its keys, and the (query head,
+// query tile) steps that can see them (QueryTileRange), heads outermost, a
+// fixed order. Key tiles go from the first: under causal they see the most
+// query rows, so the longest CTAs start first.
+template <int kBlockM, int kBlockN>
+struct KeyTileWork {
+  int b, h_kv, group, col_lo, m_lo, n_m, n_steps;
+  Mask mask;
+
+  __device__ __forceinline__ static KeyTileWork make(const FlashBwdParams& params) {
+    KeyTileWork w;
+    w.b = blockIdx.x / params.heads_kv;
+    w.h_kv = blockIdx.x % params.heads_kv;
+    w.group = params.heads_q / params.heads_kv;
+    w.col_lo = blockIdx.y * kBlockN;
+    w.mask = Mask::make(params.window_left, params.window_right, params.sink_tokens, params.q_offset,
+                        params.seqlen_k, params.causal != 0);
+    const QueryTileRange<kBlockM> qt = QueryTileRange<kBlockM>::make(w.mask, w.col_lo, w.col_lo + kBlockN,
+                                                                     params.seqlen_q);
+    w.m_lo = qt.lo;
+    w.n_m = max(0, qt.hi - qt.lo);
+    w.n_steps = w.n_m * w.group;
+    return w;
+  }
+  __device__ __forceinline__ int head(int step) const { return h_kv * group + step / n_m; }
+  __device__ __forceinline__ int row_lo(int step) const { return (m_lo + step % n_m) * kBlockM; }
+};
+
+// dK (times the softmax scale) and dV in the input dtype, from a warp's
+// kNFrags 16-key accumulator fragments (this thread: keys key0 + 16 nf and
+// + 8, columns 2t + 8 d). Every key row below Sk is written, zeros where no
+// query sees it.
+template <bool kIsBf16, int kNFrags, int kDTiles>
+__device__ __forceinline__ void store_dk_dv(const FlashBwdParams& params, int b, int h_kv, int key0,
+                                            const float (&dK)[kNFrags][kDTiles][4],
+                                            const float (&dV)[kNFrags][kDTiles][4], int t) {
+  elem_t* dk_head = head_rows<elem_t>(params.dk, b, h_kv, params.dk_batch_stride, params.dk_head_stride);
+  elem_t* dv_head = head_rows<elem_t>(params.dv, b, h_kv, params.dv_batch_stride, params.dv_head_stride);
+#pragma unroll
+  for (int nf = 0; nf < kNFrags; ++nf)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int key = key0 + 16 * nf + 8 * half;
+      if (key < params.seqlen_k) {
+        elem_t* dk_row = dk_head + static_cast<index_t>(key) * params.dk_row_stride + 2 * t;
+        elem_t* dv_row = dv_head + static_cast<index_t>(key) * params.dv_row_stride + 2 * t;
+#pragma unroll
+        for (int d = 0; d < kDTiles; ++d) {
+          *reinterpret_cast<unsigned*>(dk_row + 8 * d) = pack_float2<kIsBf16>(
+              dK[nf][d][2 * half] * params.softmax_scale, dK[nf][d][2 * half + 1] * params.softmax_scale);
+          *reinterpret_cast<unsigned*>(dv_row + 8 * d) =
+              pack_float2<kIsBf16>(dV[nf][d][2 * half], dV[nf][d][2 * half + 1]);
+        }
+      }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // dK and dV (and dQ by atomics): one CTA per (batch, KV head, key tile).
 
 template <int kHeadDim, bool kIsBf16>
@@ -308,18 +377,9 @@ __device__ __forceinline__ void flash_bwd_dkdv_block(const FlashBwdParams& param
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
 
-  // Key tiles are walked from the first: under causal they see the most
-  // query rows, so the longest CTAs start first.
-  const int b = blockIdx.x / params.heads_kv, h_kv = blockIdx.x % params.heads_kv;
-  const int group = params.heads_q / params.heads_kv;
-  const int col_lo = blockIdx.y * kBlockN;
-
-  const Mask mask = Mask::make(params.window_left, params.window_right, params.sink_tokens, params.q_offset,
-                               params.seqlen_k, params.causal != 0);
-  const QueryTileRange<kBlockM> qtiles =
-      QueryTileRange<kBlockM>::make(mask, col_lo, col_lo + kBlockN, params.seqlen_q);
-  const int n_m = max(0, qtiles.hi - qtiles.lo);
-  const int n_iters = n_m * group;  // (query head, query tile), heads outermost: a fixed order
+  const KeyTileWork<kBlockM, kBlockN> work = KeyTileWork<kBlockM, kBlockN>::make(params);
+  const int b = work.b, h_kv = work.h_kv, col_lo = work.col_lo, n_iters = work.n_steps;
+  const Mask& mask = work.mask;
 
   const elem_t* k_head = head_rows<const elem_t>(params.k, b, h_kv, params.k_batch_stride, params.k_head_stride);
   const elem_t* v_head = head_rows<const elem_t>(params.v, b, h_kv, params.v_batch_stride, params.v_head_stride);
@@ -344,8 +404,7 @@ __device__ __forceinline__ void flash_bwd_dkdv_block(const FlashBwdParams& param
 
   // Q, dO, lse and delta of iteration `it` (one commit group with the caller's commit).
   auto load_query_tile = [&](int it) {
-    const int hh = h_kv * group + it / n_m;
-    const int row_lo = (qtiles.lo + it % n_m) * kBlockM;
+    const int hh = work.head(it), row_lo = work.row_lo(it);
     const elem_t* q_head = head_rows<const elem_t>(params.q, b, hh, params.q_batch_stride, params.q_head_stride);
     const elem_t* do_head =
         head_rows<const elem_t>(params.dout, b, hh, params.do_batch_stride, params.do_head_stride);
@@ -376,8 +435,7 @@ __device__ __forceinline__ void flash_bwd_dkdv_block(const FlashBwdParams& param
   }
 
   for (int it = 0; it < n_iters; ++it) {
-    const int hh = h_kv * group + it / n_m;
-    const int row_lo = (qtiles.lo + it % n_m) * kBlockM;
+    const int hh = work.head(it), row_lo = work.row_lo(it);
     cp_async_wait<0>();
     __syncthreads();  // this tile's Q, dO, lse, delta are in; every warp is done with the last dS^T
 
@@ -552,27 +610,7 @@ __device__ __forceinline__ void flash_bwd_dkdv_block(const FlashBwdParams& param
     }
   }
 
-  // Epilogue: dK (times the softmax scale) and dV in the input dtype. Every
-  // key row is written, zeros where no query sees it.
-  elem_t* dk_head = head_rows<elem_t>(params.dk, b, h_kv, params.dk_batch_stride, params.dk_head_stride);
-  elem_t* dv_head = head_rows<elem_t>(params.dv, b, h_kv, params.dv_batch_stride, params.dv_head_stride);
-#pragma unroll
-  for (int nf = 0; nf < kNFrags; ++nf)
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int key = key0 + 16 * nf + 8 * half;
-      if (key < params.seqlen_k) {
-        elem_t* dk_row = dk_head + static_cast<index_t>(key) * params.dk_row_stride + 2 * t;
-        elem_t* dv_row = dv_head + static_cast<index_t>(key) * params.dv_row_stride + 2 * t;
-#pragma unroll
-        for (int d = 0; d < kDTiles; ++d) {
-          *reinterpret_cast<unsigned*>(dk_row + 8 * d) = pack_float2<kIsBf16>(
-              dK[nf][d][2 * half] * params.softmax_scale, dK[nf][d][2 * half + 1] * params.softmax_scale);
-          *reinterpret_cast<unsigned*>(dv_row + 8 * d) =
-              pack_float2<kIsBf16>(dV[nf][d][2 * half], dV[nf][d][2 * half + 1]);
-        }
-      }
-    }
+  store_dk_dv<kIsBf16>(params, b, h_kv, key0, dK, dV, t);
 }
 
 template <int kHeadDim, bool kIsBf16>

@@ -38,7 +38,7 @@
 #include "attention/alibi.cuh"
 #include "attention/block_info.cuh"
 #include "attention/flash_bwd.h"
-#include "attention/flash_bwd_kernel.cuh"  // acc_to_a, sink_grad_part, ld_shared_f32, st_shared_u32
+#include "attention/flash_bwd_kernel.cuh"  // KeyTileWork, store_dk_dv, acc_to_a, sink_grad_part, shared-memory helpers
 #include "attention/hopper/bulk_reduce.cuh"
 #include "attention/hopper/mbarrier.cuh"
 #include "attention/hopper/smem_tile.cuh"
@@ -92,40 +92,14 @@ struct BwdSm90Smem {
   }
 };
 
-// What a CTA works on: its key tile, and the (query head, query tile) steps
-// that can see it, heads outermost (a fixed order, as flash_bwd_dkdv_block).
-template <int kBlockM, int kBlockN>
-struct KeyTileWork {
-  int b, h_kv, group, col_lo, m_lo, n_m, n_steps;
-  Mask mask;
-
-  __device__ __forceinline__ static KeyTileWork make(const FlashBwdParams& params) {
-    KeyTileWork w;
-    w.b = blockIdx.x / params.heads_kv;
-    w.h_kv = blockIdx.x % params.heads_kv;
-    w.group = params.heads_q / params.heads_kv;
-    w.col_lo = blockIdx.y * kBlockN;
-    w.mask = Mask::make(params.window_left, params.window_right, params.sink_tokens, params.q_offset,
-                        params.seqlen_k, params.causal != 0);
-    const QueryTileRange<kBlockM> qt = QueryTileRange<kBlockM>::make(w.mask, w.col_lo, w.col_lo + kBlockN,
-                                                                     params.seqlen_q);
-    w.m_lo = qt.lo;
-    w.n_m = max(0, qt.hi - qt.lo);
-    w.n_steps = w.n_m * w.group;
-    return w;
-  }
-  __device__ __forceinline__ int head(int step) const { return h_kv * group + step / n_m; }
-  __device__ __forceinline__ int row_lo(int step) const { return (m_lo + step % n_m) * kBlockM; }
-};
-
-__device__ __forceinline__ void st_shared_f32(unsigned addr, float x) {
-  asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(addr), "f"(x) : "memory");
-}
+// The CTA's key tile and steps (flash_bwd_kernel.cuh), at this kernel's tile shape.
+template <int kHeadDim>
+using BwdSm90Work = KeyTileWork<BwdSm90Traits<kHeadDim>::kBlockM, BwdSm90Traits<kHeadDim>::kBlockN>;
 
 // ---- producer: one warpgroup of cp.async loads ----
 template <int kHeadDim>
 __device__ __forceinline__ void produce_bwd(const FlashBwdParams& params, const BwdSm90Smem<kHeadDim>& sm,
-                                            const KeyTileWork<BwdSm90Traits<kHeadDim>::kBlockM, 128>& work,
+                                            const BwdSm90Work<kHeadDim>& work,
                                             int ptid) {
   using Tr = BwdSm90Traits<kHeadDim>;
   using Smem = BwdSm90Smem<kHeadDim>;
@@ -156,17 +130,13 @@ __device__ __forceinline__ void produce_bwd(const FlashBwdParams& params, const 
   cp_async_wait<0>();
 }
 
-__device__ __forceinline__ void st_shared_f32x2(unsigned addr, float x, float y) {
-  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(x), "f"(y));
-}
-
 }  // namespace sm90
 
 // ---- consumers: warpgroup wg owns keys [64 wg, 64 wg + 64) of the CTA's tile ----
 template <int kHeadDim, bool kIsBf16>
 __device__ __forceinline__ void flash_bwd_sm90_consume(const FlashBwdParams& params,
                                                        const sm90::BwdSm90Smem<kHeadDim>& sm,
-                                                       const sm90::KeyTileWork<BwdSm90Traits<kHeadDim>::kBlockM, 128>& work,
+                                                       const sm90::BwdSm90Work<kHeadDim>& work,
                                                        int warp, int lane) {
   using Tr = BwdSm90Traits<kHeadDim>;
   using Smem = sm90::BwdSm90Smem<kHeadDim>;
@@ -238,7 +208,11 @@ __device__ __forceinline__ void flash_bwd_sm90_consume(const FlashBwdParams& par
     return 0.f;
   };
   auto store_stat = [&](int step, float x) {
-    if (ct < 2 * kBlockM) sm90::st_shared_f32(ct < kBlockM ? sm.lse_row(step & 1) + 4 * ct : sm.delta_row(step & 1) + 4 * (ct - kBlockM), x);
+    if (ct < kBlockM) {
+      st_shared_f32(sm.lse_row(step & 1) + 4 * ct, x);
+    } else if (ct < 2 * kBlockM) {
+      st_shared_f32(sm.delta_row(step & 1) + 4 * (ct - kBlockM), x);
+    }
   };
   float stat_next = 0.f;
   if (work.n_steps > 0) {
@@ -319,8 +293,8 @@ __device__ __forceinline__ void flash_bwd_sm90_consume(const FlashBwdParams& par
     sm90::commit();
 
     if (dq_atomics) {
-      // dS^T to shared memory (swizzled like every wgmma tile: key row r,
-      // query column c at chunk (c / 8) ^ (r % 8)); a0..a3 of k16 step ks hold
+      // dS^T to shared memory, swizzled like every wgmma tile (smem_tile.cuh);
+      // a0..a3 of k16 step ks hold
       // (key g, query 16 ks + 2t), (key g + 8, same), (g, + 8), (g + 8, + 8).
       const unsigned ds = sm.ds_tile(step & 1);
 #pragma unroll
@@ -328,9 +302,8 @@ __device__ __forceinline__ void flash_bwd_sm90_consume(const FlashBwdParams& par
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int r = warp_key + g + 8 * (e & 1);
-          const int c = 16 * ks + 8 * (e >> 1);  // this chunk's first column; the thread's pair is 2t, 2t + 1
-          const unsigned at = ds + (c / 64) * Smem::DsTile::kBlockBytes + r * 128 + ((((c % 64) / 8) ^ (r % 8)) << 4) + 4 * t;
-          st_shared_u32(at, dSa[ks][e]);
+          const int chunk = 2 * ks + (e >> 1);  // query columns 8 chunk .. + 7; the thread's pair is 2t, 2t + 1
+          st_shared_u32(ds + Smem::DsTile::chunk_offset(r, chunk) + 4 * t, dSa[ks][e]);
         }
       sm90::fence_async_proxy();
       if (step + 1 < work.n_steps) store_stat(step + 1, stat_next);
@@ -371,7 +344,7 @@ __device__ __forceinline__ void flash_bwd_sm90_consume(const FlashBwdParams& par
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           const unsigned at = sm.dq + ((r_lo + g + 8 * half) * Tr::kDqRow + dq_col0 + 8 * j + 2 * t) * 4;
-          sm90::st_shared_f32x2(at, dQ[0][j][2 * half], dQ[0][j][2 * half + 1]);
+          st_shared_f32x2(at, dQ[0][j][2 * half], dQ[0][j][2 * half + 1]);
         }
       sm90::fence_async_proxy();
       __syncwarp();
@@ -398,24 +371,7 @@ __device__ __forceinline__ void flash_bwd_sm90_consume(const FlashBwdParams& par
   }
   if (lane < 16) sm90::bulk_wait_all();  // before the CTA's shared memory goes away
 
-  // Epilogue: dK (times the softmax scale) and dV in the input dtype. Every
-  // key row is written, zeros where no query sees it.
-  elem_t* dk_head = head_rows<elem_t>(params.dk, work.b, work.h_kv, params.dk_batch_stride, params.dk_head_stride);
-  elem_t* dv_head = head_rows<elem_t>(params.dv, work.b, work.h_kv, params.dv_batch_stride, params.dv_head_stride);
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int key = key0 + 8 * half;
-    if (key < params.seqlen_k) {
-      elem_t* dk_row = dk_head + static_cast<index_t>(key) * params.dk_row_stride + 2 * t;
-      elem_t* dv_row = dv_head + static_cast<index_t>(key) * params.dv_row_stride + 2 * t;
-#pragma unroll
-      for (int d = 0; d < kDTiles; ++d) {
-        *reinterpret_cast<unsigned*>(dk_row + 8 * d) = pack_float2<kIsBf16>(
-            dK[0][d][2 * half] * params.softmax_scale, dK[0][d][2 * half + 1] * params.softmax_scale);
-        *reinterpret_cast<unsigned*>(dv_row + 8 * d) = pack_float2<kIsBf16>(dV[0][d][2 * half], dV[0][d][2 * half + 1]);
-      }
-    }
-  }
+  store_dk_dv<kIsBf16>(params, work.b, work.h_kv, key0, dK, dV, t);
 }
 
 template <int kHeadDim, bool kIsBf16>
@@ -424,10 +380,9 @@ __global__ void __launch_bounds__(BwdSm90Traits<kHeadDim>::kNThreads, 1)
 #if PK_SM90A
   using Tr = BwdSm90Traits<kHeadDim>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  // Swizzled blocks must start on 1024-byte boundaries (kSmemBytes has the slack).
-  const sm90::BwdSm90Smem<kHeadDim> sm((smem_addr(smem_raw) + 1023u) & ~1023u);
+  const sm90::BwdSm90Smem<kHeadDim> sm(sm90::swizzle_aligned(smem_raw));  // kSmemBytes has the slack
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const auto work = sm90::KeyTileWork<Tr::kBlockM, Tr::kBlockN>::make(params);
+  const auto work = sm90::BwdSm90Work<kHeadDim>::make(params);
   if (tid == 0) sm.init_barriers();
   __syncthreads();
   if (warp >= Tr::kConsumerWarps) {

@@ -281,8 +281,7 @@ __global__ void __launch_bounds__(FwdSm90Traits<kHeadDim>::kNThreads, 1)
 #if PK_SM90A
   using Tr = FwdSm90Traits<kHeadDim>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  // Swizzled blocks must start on 1024-byte boundaries (kSmemBytes has the slack).
-  const sm90::Sm90Smem<kHeadDim> sm((smem_addr(smem_raw) + 1023u) & ~1023u);
+  const sm90::Sm90Smem<kHeadDim> sm(sm90::swizzle_aligned(smem_raw));  // kSmemBytes has the slack
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int m_blocks = (params.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
   const int n_work = params.batch * params.heads_q * m_blocks;  // the launcher keeps this < 2^31

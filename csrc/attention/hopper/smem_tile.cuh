@@ -15,6 +15,13 @@ namespace pykernels {
 namespace attention {
 namespace sm90 {
 
+// The first 1024-byte boundary at or after a dynamic shared-memory buffer:
+// a 128B-swizzled block must start on one (the swizzle pattern repeats every
+// 8 rows of 128 bytes, and wgmma descriptors assume it starts aligned), while
+// dynamic shared memory is only guaranteed 16-byte alignment. Kernels size
+// their buffer with 1024 bytes of slack for this.
+__device__ __forceinline__ unsigned swizzle_aligned(const void* smem) { return (smem_addr(smem) + 1023u) & ~1023u; }
+
 template <int kRows, int kHeadDim>
 struct SwizzledTile {
   static_assert(kHeadDim % 64 == 0, "swizzled tiles hold whole 64-column blocks");
