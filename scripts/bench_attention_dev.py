@@ -20,6 +20,7 @@ random inputs (not zeros). One JSON line per measurement goes to --out.
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
 import json
 import os
@@ -155,6 +156,7 @@ def main():
     dev = torch.device("cuda")
     gpu = torch.cuda.get_device_name()
     commit = git_commit()  # honours PYKERNELS_COMMIT on a copied tree without .git
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     rows = []
     for variant in args.variants.split(","):
         causal, window, sinks, alibi = VARIANTS[variant]
@@ -170,7 +172,8 @@ def main():
             med, p20, p80 = t
             row = dict(kernel="attention", mode="fwd", variant=variant, provider=prov, batch=b, seqlen=s, heads=h,
                        head_dim=d, dtype="bf16", median_ms=med, p20_ms=p20, p80_ms=p80,
-                       tflops=flops / (med * 1e-3) / 1e12, gpu=gpu, torch=torch.__version__, commit=commit)
+                       tflops=flops / (med * 1e-3) / 1e12, gpu=gpu, torch=torch.__version__, cuda=torch.version.cuda,
+                       commit=commit, date=date)
             rows.append(row)
             if args.out:
                 with open(args.out, "a") as f:

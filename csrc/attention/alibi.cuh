@@ -48,6 +48,38 @@ __device__ __forceinline__ void apply_alibi_log2(float (&S)[kMFrags][kNTiles][4]
   apply_alibi_log2_tile(S, softmax_scale_log2, slope_log2, row0, col0, offset);
 }
 
+// Rows = queries, when every visible key lies at or before its query
+// (Mask::keys_at_or_before_query): then |p - j| = p - j and the bias splits,
+//
+//     -slope (p - j) = slope (j - p_base)  -  slope (p - p_base),
+//
+// into a column term and a row constant, which softmax ignores. The tile gets
+// only the column term: one FFMA per element after one per column, instead
+// of an integer distance, its absolute value and an int-to-float conversion
+// per element (the last a quarter-rate instruction). The row term moves into
+// the running max (OnlineSoftmax::shift: the sink logit going in, the lse
+// coming out). p_base, the query tile's first position, keeps both terms
+// small (|p - p_base| < the tile height) whatever the sequence length, so no
+// fp32 precision is lost far from position 0. Masked scores (j > p) get a
+// wrong finite value here; the element mask that follows clears them.
+// col0 includes 2 t; col_minus_base = col0 - p_base.
+template <int kMFrags, int kNTiles>
+__device__ __forceinline__ void apply_alibi_log2_at_or_before(float (&S)[kMFrags][kNTiles][4],
+                                                              float softmax_scale_log2, float slope_log2,
+                                                              int col_minus_base) {
+  const float col_term0 = slope_log2 * static_cast<float>(col_minus_base);
+#pragma unroll
+  for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const float col_term = fmaf(slope_log2, static_cast<float>(8 * j + c), col_term0);
+#pragma unroll
+      for (int f = 0; f < kMFrags; ++f)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) S[f][j][2 * h + c] = fmaf(S[f][j][2 * h + c], softmax_scale_log2, col_term);
+    }
+}
+
 // Rows = keys, columns = queries (the backward, as apply_mask_transposed):
 // S[nf][j][e] is key key0 + 16 nf + 8 (e / 2) and query q0 + 8 j + (e % 2).
 template <int kNFrags, int kMTiles>

@@ -202,6 +202,14 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
 
     OnlineSoftmax<1> softmax;
     softmax.init(sink_log2, t == 0);
+    // ALiBi's row term, when it can leave the tile (alibi.cuh): slope times
+    // this thread's two rows' distance from the query tile's first, signed.
+    const bool alibi_shifted = kHasAlibi && mask.keys_at_or_before_query();
+    auto shift_rows = [&](float sign) {
+      const float d = sign * slope_log2;
+      softmax.shift({d * static_cast<float>(row0 - work.row_lo), d * static_cast<float>(row0 + 8 - work.row_lo)});
+    };
+    if (alibi_shifted) shift_rows(1.f);
     float O[1][kDTiles][4];  // one 16-row fragment per warp (fwd_tile_ops.cuh)
 #pragma unroll
     for (int d = 0; d < kDTiles; ++d)
@@ -211,7 +219,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
     // ALiBi, mask and online softmax of one S tile (fwd_tile_ops.cuh); returns with S = p.
     auto softmax_tile = [&](float (&S)[1][kNTiles][4], int col_lo, float (&alpha)[2]) {
       scores_to_probs<kBlockN, kHasAlibi>(S, softmax, alpha, params, mask, exp2_scale, slope_log2, warp_row_lo,
-                                          warp_row_hi, row0, col_lo, t);
+                                          warp_row_hi, row0, col_lo, t, alibi_shifted, work.row_lo + mask.offset);
     };
     unsigned P[kPSteps][4];  // the register A operand of P V, one k16 step each
     auto to_p = [&](const float (&S)[1][kNTiles][4]) {
@@ -271,6 +279,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
     }
 
     // Out and lse straight from registers while the producer loads the next tile.
+    if (alibi_shifted) shift_rows(-1.f);
     store_output<kIsBf16>(O, softmax, params, work.b, work.h, row0, t);
   }
 }

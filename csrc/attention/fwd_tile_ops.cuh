@@ -24,6 +24,10 @@ namespace attention {
 // [warp_row_lo, warp_row_hi) and this thread's first is row0 (g included);
 // the tile's first key is col_lo.
 //
+// With alibi_shifted (the caller's OnlineSoftmax shifted to match), ALiBi
+// adds only its column term relative to position p_base
+// (apply_alibi_log2_at_or_before); warp-uniform too.
+//
 // The element mask is decided per warp, not per CTA: a band edge crosses a
 // warp's rows within as many columns, so a warp masks about half the tiles
 // its CTA would. Warp-uniform, so the branch never diverges. (A warp whose
@@ -33,9 +37,14 @@ template <int kBlockN, bool kHasAlibi, int kMFrags, int kNTiles>
 __device__ __forceinline__ void scores_to_probs(float (&S)[kMFrags][kNTiles][4], OnlineSoftmax<kMFrags>& softmax,
                                                 float (&alpha)[2 * kMFrags], const FlashFwdParams& params,
                                                 const Mask& mask, float exp2_scale, float slope_log2,
-                                                int warp_row_lo, int warp_row_hi, int row0, int col_lo, int t) {
+                                                int warp_row_lo, int warp_row_hi, int row0, int col_lo, int t,
+                                                bool alibi_shifted = false, int p_base = 0) {
   if constexpr (kHasAlibi) {
-    apply_alibi_log2(S, params.softmax_scale_log2, slope_log2, row0, params.q_offset, col_lo + 2 * t);
+    if (alibi_shifted) {
+      apply_alibi_log2_at_or_before(S, params.softmax_scale_log2, slope_log2, col_lo + 2 * t - p_base);
+    } else {
+      apply_alibi_log2(S, params.softmax_scale_log2, slope_log2, row0, params.q_offset, col_lo + 2 * t);
+    }
   }
   if (warp_row_lo < warp_row_hi && !key_tile_is_full<kBlockN>(mask, warp_row_lo, warp_row_hi, col_lo)) {
     apply_mask(S, mask, row0, col_lo + 2 * t);

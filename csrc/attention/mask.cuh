@@ -38,6 +38,12 @@ struct Mask {
     return (in_band || in_sink) && (!causal || col <= p) && col < seqlen_k;
   }
 
+  // Whether every visible key lies at or before its query (j <= p): causal,
+  // or a window ending at or before the diagonal with no sinks (sinks are
+  // visible from every row).
+  __host__ __device__ __forceinline__ bool keys_at_or_before_query() const {
+    return causal || (right != kUnbounded && right <= 0 && sink == 0);
+  }
 
   // The same predicate for one row as column bounds: key j is visible iff
   //   band_lo <= j <= band_hi  or  j < sink_hi.

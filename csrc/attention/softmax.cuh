@@ -58,6 +58,15 @@ struct OnlineSoftmax {
     }
   }
 
+  // Adds d[r] to row r's running max: the scores of row r are then taken as
+  // shifted by d[r] (ALiBi's row term, apply_alibi_log2_at_or_before). +d
+  // after init shifts the sink logit into that frame; -d before finalize
+  // shifts the lse back (l and the output are unchanged by a row shift).
+  __device__ __forceinline__ void shift(const float (&d)[kRows]) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) m[r] += d[r];
+  }
+
   // One key tile: S holds raw scores times `scale` gives log2 units (scale =
   // softmax_scale_log2, folded into the exp2's FFMA; or 1 when ALiBi already
   // converted S). Overwrites S with p and returns, per row, the factor

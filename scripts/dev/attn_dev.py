@@ -19,7 +19,9 @@ OUT = os.environ.get("OUT", "/tmp")
 sys.path.insert(0, ROOT)  # the package need not be installed on the GPU machine
 
 
-def build(archs=("90a",)):
+def build(archs=("90a",), name="pk_attn_dev", flags=(), install=True):
+    """Build the attention-only module; ``flags`` (e.g. -D knobs) go to nvcc, and a
+    module under another ``name`` can live beside the installed one (scripts/dev/attn_ab.py)."""
     from torch.utils.cpp_extension import load
 
     os.environ.setdefault("MAX_JOBS", "16")
@@ -28,15 +30,18 @@ def build(archs=("90a",)):
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
     build_dir = os.environ.get("PK_DEV_BUILD") or None  # reuse objects across runs
     if build_dir:
+        build_dir = build_dir if name == "pk_attn_dev" else f"{build_dir}_{name}"
         os.makedirs(build_dir, exist_ok=True)
     t0 = time.time()
     mod = load(
-        name="pk_attn_dev", sources=sources, extra_include_paths=[os.path.join(ROOT, "csrc")],
+        name=name, sources=sources, extra_include_paths=[os.path.join(ROOT, "csrc")],
         extra_cflags=["-O3", "-std=c++17"],
-        extra_cuda_cflags=["-O3", "--use_fast_math", "-std=c++17", "-Xptxas=-v", *gencode],
+        extra_cuda_cflags=["-O3", "--use_fast_math", "-std=c++17", "-Xptxas=-v", *gencode, *flags],
         build_directory=build_dir, verbose=True,
     )
-    print(f"built pk_attn_dev in {time.time() - t0:.0f}s", flush=True)
+    print(f"built {name} in {time.time() - t0:.0f}s", flush=True)
+    if not install:
+        return mod
     import pykernels
 
     sys.modules["pykernels._C"] = mod
