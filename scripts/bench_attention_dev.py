@@ -20,7 +20,6 @@ random inputs (not zeros). One JSON line per measurement goes to --out.
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import json
 import os
@@ -29,7 +28,7 @@ import statistics
 import torch
 
 import pykernels
-from profiling.common import cover_host_overhead, git_commit
+from profiling.common import cover_host_overhead, git_commit, now_utc
 from profiling.variants import Variant
 from pykernels.masks import MaskSpec
 
@@ -156,7 +155,7 @@ def main():
     dev = torch.device("cuda")
     gpu = torch.cuda.get_device_name()
     commit = git_commit()  # honours PYKERNELS_COMMIT on a copied tree without .git
-    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    date = now_utc()
     rows = []
     for variant in args.variants.split(","):
         causal, window, sinks, alibi = VARIANTS[variant]

@@ -8,11 +8,12 @@ modules live side by side and are timed in turns (variant order rotated on
 every round) on the dev benchmark's shapes, so clock and thermal drift fall
 on all of them alike.
 
-    python scripts/dev/attn_ab.py base= noparts=-DPK_FWD_PV_PARTS=0 [--head-dim 64] [--seqlen 16384]
+    python scripts/dev/attn_ab.py base= off=-DPK_SOME_KNOB=0 [--head-dim 64] [--seqlen 16384] [--out ab.jsonl]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -35,16 +36,16 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default=None, help="append JSON lines here")
     args = ap.parse_args()
-    mods = {}
+    flags = {}
     for arg in args.variants:
         name, _, opts = arg.partition("=")
-        flags = tuple(o for o in opts.split(",") if o)
-        mods[name] = build(name=f"pk_attn_ab_{name}", flags=flags, install=False)
+        flags[name] = tuple(o for o in opts.split(",") if o)
+    mods = {n: build(name=f"pk_attn_ab_{n}", flags=f, install=False) for n, f in flags.items()}
 
     import pykernels
     from bench_attention_dev import VARIANTS, time_fn, useful_flops
     from pykernels.backends.cuda.attention import prepare
-    from record_gpu_run import environment
+    from profiling.common import environment
 
     s, d = args.seqlen, args.head_dim
     b, h = max(1, 16384 // s), 2048 // d
@@ -54,7 +55,7 @@ def main():
     slopes = pykernels.alibi_slopes(h).to(dev).float()
     out = torch.empty_like(q)
     lse = torch.empty(b, h, s, device=dev, dtype=torch.float32)
-    env = environment()
+    env = environment(dev)
     names = list(mods)
     print(f"\nA/B, D={d}, S={s}, B={b}, H={h}, median useful TFLOP/s over {args.rounds} rounds ({env['gpu']})")
     print(f"{'variant':20s}" + "".join(f"{n:>14s}" for n in names))
@@ -73,13 +74,11 @@ def main():
         tf = {n: flops / (statistics.median(times[n]) * 1e-3) / 1e12 for n in names}
         print(f"{variant:20s}" + "".join(f"{tf[n]:14.1f}" for n in names), flush=True)
         if args.out:
-            import json
-
             with open(args.out, "a") as f:
                 for n in names:
                     f.write(json.dumps({**env, "bench": "attn_ab", "variant": variant, "knobs": n,
-                                        "flags": dict(a.partition("=")[::2] for a in args.variants)[n],
-                                        "seqlen": s, "head_dim": d, "batch": b, "heads": h,
+                                        "flags": ",".join(flags[n]), "seqlen": s, "head_dim": d, "batch": b,
+                                        "heads": h,
                                         "median_ms": statistics.median(times[n]), "tflops": tf[n]}) + "\n")
 
 
