@@ -148,6 +148,8 @@ def main():
     ap.add_argument("--providers", default="cuda,cupy,sdpa_flash,cudnn,flex")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--matmul", type=int, default=8192,
+                    help="also time a bf16 N^3 matmul, the GPU's tensor-core rate in this run (0: skip)")
     args = ap.parse_args()
 
     s, d = args.seqlen, args.head_dim
@@ -157,6 +159,21 @@ def main():
     commit = git_commit()  # honours PYKERNELS_COMMIT on a copied tree without .git
     date = now_utc()
     rows = []
+    mm_tflops = None
+    if args.matmul:
+        n = args.matmul
+        torch.manual_seed(0)
+        a, bm = (torch.randn(n, n, device=dev, dtype=torch.bfloat16) for _ in range(2))
+        t = try_time("matmul", lambda: (lambda: torch.matmul(a, bm)), args.warmup, args.reps)
+        if t is not None:
+            mm_tflops = 2.0 * n ** 3 / (t[0] * 1e-3) / 1e12
+            row = dict(kernel="matmul", mode="fwd", variant=f"bf16_{n}^3", provider="torch_matmul", shape=[n, n, n],
+                       dtype="bf16", median_ms=t[0], p20_ms=t[1], p80_ms=t[2], tflops=mm_tflops, gpu=gpu,
+                       torch=torch.__version__, cuda=torch.version.cuda, commit=commit, date=date)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+        del a, bm
     for variant in args.variants.split(","):
         causal, window, sinks, alibi = VARIANTS[variant]
         torch.manual_seed(0)
@@ -181,6 +198,8 @@ def main():
         torch.cuda.empty_cache()
 
     print(f"\n{gpu}, B={b} S={s} H={h} D={d} bf16; useful TFLOP/s (median ms)")
+    if mm_tflops:
+        print(f"bf16 {args.matmul}^3 matmul in this run: {mm_tflops:.1f} TFLOP/s")
     provs = [p for p in args.providers.split(",") if any(r["provider"] == p for r in rows)]
     print(f"{'variant':18s}" + "".join(f"{p:>17s}" for p in provs))
     for variant in args.variants.split(","):
@@ -188,7 +207,9 @@ def main():
         for p in provs:
             r = next((r for r in rows if r["variant"] == variant and r["provider"] == p), None)
             cells.append(f"{r['tflops']:7.1f} ({r['median_ms']:6.2f})" if r else f"{'-':>16s}")
-        print(f"{variant:18s}" + "".join(f"{c:>17s}" for c in cells))
+        ours = next((r for r in rows if r["variant"] == variant and r["provider"] == "cuda"), None)
+        share = f"   cuda = {100 * ours['tflops'] / mm_tflops:.0f}% of matmul" if ours and mm_tflops else ""
+        print(f"{variant:18s}" + "".join(f"{c:>17s}" for c in cells) + share)
 
 
 if __name__ == "__main__":

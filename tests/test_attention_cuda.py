@@ -158,6 +158,9 @@ def test_strided_inputs(backend):
     # Rows that are not 16-byte aligned are copied once, not misread.
     wide = torch.randn(b, s, h, d + 8, device=DEVICE, dtype=torch.bfloat16)
     _check(backend, wide[..., 1:d + 1], k, v, causal=True)
+    # K and V broadcast over the batch and the heads (stride 0): copied too.
+    kb, vb = (torch.randn(1, s, 1, d, device=DEVICE, dtype=torch.bfloat16).expand(b, s, 2, d) for _ in range(2))
+    _check(backend, q, kb, vb, causal=True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,15 +1,16 @@
 // The attention forward on Hopper (sm_90a): wgmma tensor cores fed by a
 // producer warpgroup (FlashAttention-3's warp specialisation, Shah et al.
-// 2024, with cp.async in place of TMA so that NVRTC needs no tensor maps).
+// 2024), loads and stores by the tensor memory accelerator (TMA).
 //
 // Same algorithm, mask, tile ranges and outputs as flash_fwd_kernel.cuh; what
 // changes is who does what, and when:
 //
 //   producer        per work tile, Q, then K_t and V_t for every visible key
 //   (1 warpgroup)   tile, into a kStages-deep ring of 128B-swizzled tiles
-//                   (hopper/smem_tile.cuh); cp.async arrives on full_* when a
-//                   tile has landed, and the producer waits on empty_* before
-//                   it reuses a buffer.
+//                   (hopper/smem_tile.cuh): one thread issues TMA boxes that
+//                   complete on full_* (hopper/tma.cuh), and waits on empty_*
+//                   before it reuses a buffer. (-DPK_SM90_TMA_LOAD=0: the
+//                   warpgroup's cp.asyncs instead, arriving on full_*.)
 //   2 consumer      each owns 64 query rows. Per key tile t (FA3's
 //   warpgroups      intra-warpgroup overlap, their Algorithm 2):
 //                     issue S_t = Q K_t^T           (wgmma, A and B in shared memory)
@@ -18,6 +19,11 @@
 //                     ALiBi, element mask (boundary tiles only), online softmax of S_t
 //                       -- while the tensor cores still run P_{t-1} V_{t-1}
 //                     wait for O; release V_{t-1}; rescale O; P_t = S_t in 16 bits
+//                   then out / l through a shared tile, each warp's 16 rows
+//                   stored by one TMA box per 64 columns, so a warp issues 8
+//                   stmatrix instead of 64 scattered 4-byte global stores
+//                   and moves on to the next work tile while the copy runs.
+//                   (-DPK_SM90_TMA_STORE=0: straight from registers.)
 //
 // Persistent CTAs: one per SM, each walking work tiles (a query tile of one
 // (batch, head)) in a fixed order, so the producer loads the next tile's Q
@@ -44,6 +50,7 @@
 #include "attention/fwd_tile_ops.cuh"
 #include "attention/hopper/mbarrier.cuh"
 #include "attention/hopper/smem_tile.cuh"
+#include "attention/hopper/tma.cuh"
 #include "attention/hopper/wgmma.cuh"
 #include "attention/hopper/work_order.cuh"
 #include "attention/kernel_traits.cuh"
@@ -64,16 +71,24 @@ struct Sm90Smem {
   using QTile = SwizzledTile<Tr::kBlockM, kHeadDim>;
   using KVTile = SwizzledTile<Tr::kBlockN, kHeadDim>;
   static constexpr int kStages = Tr::kStages;
-  unsigned q, k, v, bars;
+  // Out, staged for the TMA store: warp w's 16 rows as kHeadDim / 64 blocks
+  // of 16 x 128 bytes (2 KB, so every block starts 1024-aligned), swizzled as
+  // the other tiles; a box of 64 columns by 16 rows each.
+  static constexpr int kOutWarpBlockBytes = 16 * 128;
+  static constexpr int kOutWarpBytes = (kHeadDim / 64) * kOutWarpBlockBytes;
+  static constexpr unsigned kFullCount = Tr::kTmaLoad ? 1 : Tr::kProducerThreads;  // arrivals per load
+  unsigned q, k, v, o, bars;
 
   __device__ __forceinline__ explicit Sm90Smem(unsigned base) {
     q = base;
     k = q + QTile::kBytes;
     v = k + kStages * KVTile::kBytes;
-    bars = v + kStages * KVTile::kBytes;
+    o = v + kStages * KVTile::kBytes;
+    bars = o + (Tr::kTmaStore ? Tr::kConsumerWarps * kOutWarpBytes : 0);
   }
   __device__ __forceinline__ unsigned k_tile(int s) const { return k + s * KVTile::kBytes; }
   __device__ __forceinline__ unsigned v_tile(int s) const { return v + s * KVTile::kBytes; }
+  __device__ __forceinline__ unsigned o_warp(int warp) const { return o + warp * kOutWarpBytes; }
   // 8-byte mbarriers: full (data landed) and empty (consumers done) for Q and each stage of K and V.
   __device__ __forceinline__ unsigned full_q() const { return bars; }
   __device__ __forceinline__ unsigned empty_q() const { return bars + 8; }
@@ -83,18 +98,84 @@ struct Sm90Smem {
   __device__ __forceinline__ unsigned empty_v(int s) const { return bars + 8 * (2 + 3 * kStages + s); }
 
   __device__ __forceinline__ void init_barriers() const {
-    mbarrier_init(full_q(), Tr::kProducerThreads);
+    mbarrier_init(full_q(), kFullCount);
     mbarrier_init(empty_q(), Tr::kConsumerWarps);
     for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(full_k(s), Tr::kProducerThreads);
-      mbarrier_init(full_v(s), Tr::kProducerThreads);
+      mbarrier_init(full_k(s), kFullCount);
+      mbarrier_init(full_v(s), kFullCount);
       mbarrier_init(empty_k(s), Tr::kConsumerWarps);
       mbarrier_init(empty_v(s), Tr::kConsumerWarps);
     }
   }
 };
 
-// ---- producer: one warpgroup of cp.async loads ----
+// The kernel's tensor maps (hopper/tma_host.h builds them): boxes of 64
+// columns by kBlockM rows of q, kBlockN rows of k and v, 16 rows of out.
+struct Sm90FwdMaps {
+  TmaMap q, k, v, o;
+};
+
+// out = O / l of one warp's 16 x kHeadDim fragment into its shared tile
+// (Sm90Smem::o_warp), in the 16-bit input type. One stmatrix.x4 takes two
+// 8-column tiles of both 8-row halves: matrix j of lane l's address is rows
+// 8 (j % 2) + l % 8 of column tile dt = d + j / 2, whose 16-byte chunk
+// dt % 8 sits swizzled at dt % 8 ^ row % 8, so the 8 rows of each matrix land
+// on different banks.
+template <bool kIsBf16, int kDTiles>
+__device__ __forceinline__ void stage_output(const float (&O)[1][kDTiles][4], const float (&inv_l)[2], unsigned o_warp,
+                                             int lane) {
+  const int j = lane >> 3, r = lane & 7;
+  const int row = r + 8 * (j & 1);
+#pragma unroll
+  for (int d = 0; d < kDTiles; d += 2) {
+    const int dt = d + (j >> 1);
+    const unsigned addr = o_warp + (dt / 8) * (16 * 128) + row * 128 + (((dt % 8) ^ r) << 4);
+    stmatrix_x4(addr, pack_float2<kIsBf16>(O[0][d][0] * inv_l[0], O[0][d][1] * inv_l[0]),
+                pack_float2<kIsBf16>(O[0][d][2] * inv_l[1], O[0][d][3] * inv_l[1]),
+                pack_float2<kIsBf16>(O[0][d + 1][0] * inv_l[0], O[0][d + 1][1] * inv_l[0]),
+                pack_float2<kIsBf16>(O[0][d + 1][2] * inv_l[1], O[0][d + 1][3] * inv_l[1]));
+  }
+}
+
+// ---- producer, TMA: one thread ----
+template <int kHeadDim>
+__device__ __forceinline__ void produce_tma(const FlashFwdParams& params, const Sm90FwdMaps& maps,
+                                            const Sm90Smem<kHeadDim>& sm, int n_work, int m_blocks) {
+  using Tr = FwdSm90Traits<kHeadDim>;
+  using QTile = typename Sm90Smem<kHeadDim>::QTile;
+  using KVTile = typename Sm90Smem<kHeadDim>::KVTile;
+  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
+  tma_prefetch_map(&maps.q);
+  tma_prefetch_map(&maps.k);
+  tma_prefetch_map(&maps.v);
+  const int bh_count = params.batch * params.heads_q;
+  RingSlot<Tr::kStages> k_slot, v_slot;
+  int q_uses = 0;
+  for (int i = 0;; ++i) {
+    const int w = work_tile(i, blockIdx.x, gridDim.x, n_work);
+    if (w < 0) break;
+    const QueryTileWork<kBlockM, kBlockN> work = QueryTileWork<kBlockM, kBlockN>::at(params, w % bh_count,
+                                                                                        m_blocks - 1 - w / bh_count);
+    const int n_tiles = work.tiles.count();
+    for (int it = 0; it < n_tiles; ++it) {
+      const int col_lo = work.tiles.tile(it) * kBlockN;
+      // The same order and parities as produce() below.
+      mbarrier_wait(sm.empty_k(k_slot.stage), k_slot.phase ^ 1);
+      KVTile::load_tma(sm.k_tile(k_slot.stage), &maps.k, sm.full_k(k_slot.stage), col_lo, work.h_kv, work.b);
+      k_slot.advance();
+      if (it == 0) {
+        mbarrier_wait(sm.empty_q(), (q_uses & 1) ^ 1);
+        QTile::load_tma(sm.q, &maps.q, sm.full_q(), work.row_lo, work.h, work.b);
+        ++q_uses;
+      }
+      mbarrier_wait(sm.empty_v(v_slot.stage), v_slot.phase ^ 1);
+      KVTile::load_tma(sm.v_tile(v_slot.stage), &maps.v, sm.full_v(v_slot.stage), col_lo, work.h_kv, work.b);
+      v_slot.advance();
+    }
+  }
+}
+
+// ---- producer, cp.async: one warpgroup ----
 template <int kHeadDim>
 __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90Smem<kHeadDim>& sm, int ptid,
                                         int n_work, int m_blocks) {
@@ -145,7 +226,7 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
 
 // ---- consumers: warpgroup wg owns rows [64 wg, 64 wg + 64) of every work tile ----
 template <int kHeadDim, bool kIsBf16, bool kHasAlibi>
-__device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& params,
+__device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& params, const sm90::Sm90FwdMaps& maps,
                                                        const sm90::Sm90Smem<kHeadDim>& sm, int warp, int lane,
                                                        int n_work, int m_blocks) {
   using Tr = FwdSm90Traits<kHeadDim>;
@@ -184,6 +265,17 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
     sm90::commit();
   };
 
+  // A full buffer: TMA wrote it through the async proxy, which wgmma reads;
+  // cp.async wrote it through the generic proxy, which needs a fence.
+  auto acquire = [&](unsigned bar, int phase) {
+    if constexpr (Tr::kTmaLoad) {
+      sm90::mbarrier_wait(bar, phase);
+    } else {
+      sm90::acquire(bar, phase);
+    }
+  };
+
+  if (Tr::kTmaStore && warp == 0 && lane == 0) sm90::tma_prefetch_map(&maps.o);
   sm90::RingSlot<Tr::kStages> k_slot, v_slot;
   int q_uses = 0;
   for (int i = 0;; ++i) {
@@ -228,12 +320,12 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
     };
 
     if (n_tiles > 0) {
-      sm90::acquire(sm.full_q(), q_uses & 1);
+      acquire(sm.full_q(), q_uses & 1);
       ++q_uses;
       // Tile 0: S alone (there is no P V yet).
       {
         float S[1][kNTiles][4];
-        sm90::acquire(sm.full_k(k_slot.stage), k_slot.phase);
+        acquire(sm.full_k(k_slot.stage), k_slot.phase);
         sm90::fence();
         issue_s(S, sm.k_tile(k_slot.stage));
         sm90::wait<0>();
@@ -247,8 +339,8 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
       }
       for (int it = 1; it < n_tiles; ++it) {
         float S[1][kNTiles][4];
-        sm90::acquire(sm.full_k(k_slot.stage), k_slot.phase);
-        sm90::acquire(sm.full_v(v_slot.stage), v_slot.phase);
+        acquire(sm.full_k(k_slot.stage), k_slot.phase);
+        acquire(sm.full_v(v_slot.stage), v_slot.phase);
         sm90::fence_operand(O[0]);
         sm90::fence();
         issue_s(S, sm.k_tile(k_slot.stage));
@@ -268,7 +360,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
         to_p(S);
       }
       // The last P V.
-      sm90::acquire(sm.full_v(v_slot.stage), v_slot.phase);
+      acquire(sm.full_v(v_slot.stage), v_slot.phase);
       sm90::fence_operand(O[0]);
       sm90::fence();
       issue_o(O, P, sm.v_tile(v_slot.stage));
@@ -278,15 +370,36 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
       v_slot.advance();
     }
 
-    // Out and lse straight from registers while the producer loads the next tile.
+    // Out and lse while the producer loads the next tile.
     if (alibi_shifted) shift_rows(-1.f);
-    store_output<kIsBf16>(O, softmax, params, work.b, work.h, row0, t);
+    if constexpr (Tr::kTmaStore) {
+      const unsigned o_warp = sm.o_warp(warp);
+      if (lane == 0) sm90::bulk_wait_read();  // the last tile's store has left o_warp
+      __syncwarp();
+      float inv_l[2], lse[2];
+      softmax.finalize(inv_l, lse);
+      sm90::stage_output<kIsBf16>(O, inv_l, o_warp, lane);
+      sm90::fence_async_proxy();  // stmatrix wrote through the generic proxy; TMA reads through the async one
+      __syncwarp();
+      if (lane == 0) {
+#pragma unroll
+        for (int b = 0; b < kHeadDim / 64; ++b) {
+          sm90::tma_store(&maps.o, o_warp + b * sm90::Sm90Smem<kHeadDim>::kOutWarpBlockBytes, 64 * b, warp_row_lo,
+                          work.h, work.b);
+        }
+        sm90::bulk_commit();
+      }
+      store_lse(lse, params, work.b, work.h, row0, t);
+    } else {
+      store_output<kIsBf16>(O, softmax, params, work.b, work.h, row0, t);
+    }
   }
+  if (Tr::kTmaStore && lane == 0) sm90::bulk_wait_all();  // the shared tile must outlive its last store
 }
 
 template <int kHeadDim, bool kIsBf16, bool kHasAlibi>
 __global__ void __launch_bounds__(FwdSm90Traits<kHeadDim>::kNThreads, 1)
-    flash_fwd_sm90_kernel(const FlashFwdParams params) {
+    flash_fwd_sm90_kernel(const FlashFwdParams params, const __grid_constant__ sm90::Sm90FwdMaps maps) {
 #if PK_SM90A
   using Tr = FwdSm90Traits<kHeadDim>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -298,10 +411,15 @@ __global__ void __launch_bounds__(FwdSm90Traits<kHeadDim>::kNThreads, 1)
   __syncthreads();
   if (warp >= Tr::kConsumerWarps) {
     sm90::shrink_registers<Tr::kProducerRegs>();
-    sm90::produce<kHeadDim>(params, sm, tid - 32 * Tr::kConsumerWarps, n_work, m_blocks);
+    const int ptid = tid - 32 * Tr::kConsumerWarps;
+    if constexpr (Tr::kTmaLoad) {
+      if (ptid == 0) sm90::produce_tma<kHeadDim>(params, maps, sm, n_work, m_blocks);
+    } else {
+      sm90::produce<kHeadDim>(params, sm, ptid, n_work, m_blocks);
+    }
   } else {
     sm90::grow_registers<Tr::kConsumerRegs>();
-    flash_fwd_sm90_consume<kHeadDim, kIsBf16, kHasAlibi>(params, sm, warp, lane, n_work, m_blocks);
+    flash_fwd_sm90_consume<kHeadDim, kIsBf16, kHasAlibi>(params, maps, sm, warp, lane, n_work, m_blocks);
   }
 #endif
 }

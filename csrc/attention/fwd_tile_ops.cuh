@@ -84,6 +84,20 @@ __device__ __forceinline__ void pack_p(const float (&S)[kNTiles][4], int ks, uns
   p[3] = pack_float2<kIsBf16>(S[2 * ks + 1][2], S[2 * ks + 1][3]);
 }
 
+// lse (natural log) of the rows row0 + 16 mf + 8 half of (b, h) below Sq,
+// from the quad's first thread.
+template <int kRows>
+__device__ __forceinline__ void store_lse(const float (&lse)[kRows], const FlashFwdParams& params, int b, int h,
+                                          int row0, int t) {
+  if (t != 0) return;
+  float* lse_row = params.lse + (static_cast<index_t>(b) * params.heads_q + h) * params.seqlen_q;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int row = row0 + 16 * (r / 2) + 8 * (r % 2);
+    if (row < params.seqlen_q) lse_row[row] = lse[r];
+  }
+}
+
 // Epilogue: out = O / l in the input dtype, lse in natural log, for the rows
 // row0 + 16 mf + 8 half of (b, h) below Sq. A row that saw no key (or only
 // the sink) writes zeros and -inf (or the sink logit).
@@ -94,7 +108,6 @@ __device__ __forceinline__ void store_output(const float (&O)[kMFrags][kDTiles][
   float inv_l[2 * kMFrags], lse[2 * kMFrags];
   softmax.finalize(inv_l, lse);
   elem* o_head = static_cast<elem*>(params.out) + b * params.o_batch_stride + h * params.o_head_stride;
-  float* lse_row = params.lse + (static_cast<index_t>(b) * params.heads_q + h) * params.seqlen_q;
 #pragma unroll
   for (int mf = 0; mf < kMFrags; ++mf)
 #pragma unroll
@@ -108,9 +121,9 @@ __device__ __forceinline__ void store_output(const float (&O)[kMFrags][kDTiles][
           *reinterpret_cast<unsigned*>(o_row + 8 * d) =
               pack_float2<kIsBf16>(O[mf][d][2 * half] * inv_l[r], O[mf][d][2 * half + 1] * inv_l[r]);
         }
-        if (t == 0) lse_row[row] = lse[r];
       }
     }
+  store_lse(lse, params, b, h, row0, t);
 }
 
 }  // namespace attention

@@ -24,6 +24,14 @@
 
 #include "common/host_device.h"
 
+// The Hopper forward's TMA knobs (FwdSm90Traits), 1 unless a build says otherwise.
+#ifndef PK_SM90_TMA_LOAD
+#define PK_SM90_TMA_LOAD 1
+#endif
+#ifndef PK_SM90_TMA_STORE
+#define PK_SM90_TMA_STORE 0
+#endif
+
 namespace pykernels {
 namespace attention {
 
@@ -117,10 +125,17 @@ struct FwdSm90Traits {
   static constexpr int kProducerRegs = 56;
   static constexpr int kConsumerRegs = 224;
   static constexpr int kNThreads = 32 * kConsumerWarps + kProducerThreads;
+  // Q, K and V arrive by TMA (one producer thread) or by the producer
+  // warpgroup's cp.asyncs; out leaves through a shared tile and TMA stores or
+  // straight from registers (hopper/tma.cuh; -D knobs for scripts/dev/attn_ab.py).
+  static constexpr bool kTmaLoad = PK_SM90_TMA_LOAD;
+  static constexpr bool kTmaStore = PK_SM90_TMA_STORE;
   static constexpr int kTileBytes = kHeadDim * 2;  // per row; times the rows below
-  static constexpr int kBarrierBytes = 8 * (1 + 4 * kStages);
-  // Q, kStages K and V tiles, the barriers, and 1024 bytes to align the swizzled blocks.
-  static constexpr int kSmemBytes = kTileBytes * (kBlockM + 2 * kStages * kBlockN) + kBarrierBytes + 1024;
+  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
+  // Q, kStages K and V tiles, the out tile, the barriers, and 1024 bytes to
+  // align the swizzled blocks.
+  static constexpr int kSmemBytes =
+      kTileBytes * (kBlockM + 2 * kStages * kBlockN + (kTmaStore ? kBlockM : 0)) + kBarrierBytes + 1024;
   static_assert(kHeadDim == 64 || kHeadDim == 128, "the sm90 forward takes head dims 64 and 128");
   static_assert(register_split_fits(kProducerThreads, kProducerRegs, 32 * kConsumerWarps, kConsumerRegs),
                 "setmaxnreg split beyond the launch's registers");

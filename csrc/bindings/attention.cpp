@@ -22,11 +22,13 @@ void check_qkv(const at::Tensor& t, const char* name, const at::Tensor& q) {
   TORCH_CHECK(t.scalar_type() == q.scalar_type(), name, ": expected dtype ", q.scalar_type(), ", got ",
               t.scalar_type());
   TORCH_CHECK(t.stride(3) == 1, name, ": expected a contiguous last dimension, got stride ", t.stride(3));
-  // cp.async moves 16-byte chunks: every row must start 16-byte aligned.
+  // cp.async moves 16-byte chunks and a TMA tensor map steps in multiples of
+  // 16 bytes: every row must start 16-byte aligned, and no dimension may be
+  // a broadcast (stride 0).
   TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, name, ": expected a 16-byte aligned pointer");
   for (int d = 0; d < 3; ++d) {
-    TORCH_CHECK(t.size(d) == 1 || t.stride(d) % 8 == 0, name, ": expected strides that are multiples of 8 elements, got ",
-                t.strides());
+    TORCH_CHECK(t.size(d) == 1 || (t.stride(d) % 8 == 0 && t.stride(d) > 0), name,
+                ": expected positive strides that are multiples of 8 elements, got ", t.strides());
   }
 }
 

@@ -1,4 +1,5 @@
-// 128B-swizzled shared-memory tiles for wgmma operands, filled by cp.async.
+// 128B-swizzled shared-memory tiles for wgmma operands, filled by cp.async
+// or by the tensor memory accelerator (tma.cuh), which writes the same layout.
 //
 // A tile of kRows x kHeadDim 16-bit elements is stored as kHeadDim / 64
 // column blocks; block b holds columns [64 b, 64 b + 64) of every row, 128
@@ -9,6 +10,8 @@
 #pragma once
 
 #include "attention/copy.cuh"
+#include "attention/hopper/mbarrier.cuh"
+#include "attention/hopper/tma.cuh"
 #include "attention/params.h"
 
 namespace pykernels {
@@ -57,6 +60,16 @@ struct SwizzledTile {
       cp_async_16(smem + chunk_offset(r0 + i * kRowStep, c), valid ? src : gmem, valid);
       src += kRowStep * row_stride;
     }
+  }
+
+  // The same rows [row0, row0 + kRows) of head (head, batch) by TMA, one
+  // box per column block, all counted on `bar` (tma.cuh); one thread calls
+  // it. `map`'s box must be 64 columns by kRows rows.
+  __device__ __forceinline__ static void load_tma(unsigned smem, const TmaMap* map, unsigned bar, int row0, int head,
+                                                  int batch) {
+    mbarrier_arrive_expect_tx(bar, kBytes);
+#pragma unroll
+    for (int b = 0; b < kBlocks; ++b) tma_load(smem + b * kBlockBytes, map, bar, 64 * b, row0, head, batch);
   }
 };
 

@@ -51,12 +51,14 @@ def supports_backward(dtype: torch.dtype, head_dim: int) -> Optional[str]:
 def _kernel_ready(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself when the kernel can read it in place, else a contiguous copy.
 
-    cp.async moves 16-byte chunks, so rows must start 16-byte aligned: a
-    contiguous last dimension, a data pointer on 16 bytes and every other
-    stride a multiple of 8 elements. Any other view is copied once.
+    cp.async moves 16-byte chunks and a TMA tensor map takes strides in
+    multiples of 16 bytes, so rows must start 16-byte aligned: a contiguous
+    last dimension, a data pointer on 16 bytes and every other stride a
+    nonzero multiple of 8 elements (a broadcast dimension, stride 0, has no
+    tensor map). Any other view is copied once.
     """
     ok = t.stride(-1) == 1 and t.data_ptr() % 16 == 0
-    ok = ok and all(t.size(d) == 1 or t.stride(d) % 8 == 0 for d in range(t.dim() - 1))
+    ok = ok and all(t.size(d) == 1 or (t.stride(d) % 8 == 0 and t.stride(d) > 0) for d in range(t.dim() - 1))
     return t if ok else t.contiguous()
 
 
