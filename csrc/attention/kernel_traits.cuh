@@ -31,6 +31,17 @@
 #ifndef PK_SM90_TMA_STORE
 #define PK_SM90_TMA_STORE 0
 #endif
+// Experiment knobs (scripts/dev/attn_ab.py): the d = 128 ring depth and the
+// producer / consumer register split.
+#ifndef PK_SM90_D128_STAGES
+#define PK_SM90_D128_STAGES 2
+#endif
+#ifndef PK_SM90_PRODUCER_REGS
+#define PK_SM90_PRODUCER_REGS 56
+#endif
+#ifndef PK_SM90_CONSUMER_REGS
+#define PK_SM90_CONSUMER_REGS 224
+#endif
 
 namespace pykernels {
 namespace attention {
@@ -101,7 +112,8 @@ PK_HOST_DEVICE constexpr bool register_split_fits(int producer_threads, int prod
 //   32, with S of the next tile computed while P V of the last runs; a wider
 //   key tile halves the softmax's per-tile overheads (row-max shuffles, the
 //   rescale vote) against 64.
-// * One producer warpgroup of cp.async loads. ptxas sizes registers per
+// * One producer warpgroup, of which one thread issues the TMA loads (or,
+//   with -DPK_SM90_TMA_LOAD=0, all issue cp.asyncs). ptxas sizes registers per
 //   warpgroup (even 9 warps cap at 168 per thread), so the producer gives
 //   registers away and the consumers take them (setmaxnreg): 128 x 56 +
 //   256 x 224 fits the 64K register file. Measured with ptxas -v at d = 128:
@@ -119,11 +131,11 @@ struct FwdSm90Traits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 128;
   static constexpr int kBlockN = 128;
-  static constexpr int kStages = kHeadDim_ == 64 ? 3 : 2;
+  static constexpr int kStages = kHeadDim_ == 64 ? 3 : PK_SM90_D128_STAGES;
   static constexpr int kConsumerWarps = 8;  // 2 warpgroups
   static constexpr int kProducerThreads = 128;  // 1 warpgroup
-  static constexpr int kProducerRegs = 56;
-  static constexpr int kConsumerRegs = 224;
+  static constexpr int kProducerRegs = PK_SM90_PRODUCER_REGS;
+  static constexpr int kConsumerRegs = PK_SM90_CONSUMER_REGS;
   static constexpr int kNThreads = 32 * kConsumerWarps + kProducerThreads;
   // Q, K and V arrive by TMA (one producer thread) or by the producer
   // warpgroup's cp.asyncs; out leaves through a shared tile and TMA stores or
