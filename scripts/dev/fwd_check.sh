@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Issue 4's forward checks in one GPU call, dev build (no setup.py): the
+# attention GPU tests, the dev benchmark against SDPA flash / cuDNN / Flex at
+# d = 128 (16K and 32K) and d = 64 (16K) with the bf16 matmul rate, the
+# 1M-token causal forward, then compute-sanitizer memcheck and racecheck.
+# Every step has its own time limit so one hang cannot eat the call; at
+# most 8 files, what one device call brings back.
+#
+#   PYKERNELS_COMMIT=<sha> bash scripts/dev/fwd_check.sh OUTDIR
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:?usage: fwd_check.sh OUTDIR}
+mkdir -p "$OUT"
+export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
+P=cuda,cuda_sm80,sdpa_flash,cudnn,flex
+quiet() { grep -v '^\[\|ptxas\|^nvcc\|Function prop\|bytes stack\|Used \|Compiling entry\|c++ -MMD'; }
+step() {  # limit, log name, command...
+  local limit=$1 name=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" >> "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "=== $name: exit $rc after $(( $(date +%s) - t0 ))s"
+  quiet < "$OUT/$name.log" | tail -n "${TAIL:-12}"
+}
+nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
+TAIL=8 step 200 tests_d128 python3 scripts/dev/attn_dev.py --tests --bench --providers $P --head-dim 128 --out "$OUT/fwd_dev.jsonl"
+step 90 bench_d128_32k python3 scripts/dev/attn_dev.py --bench --providers $P --seqlen 32768 --matmul 0 --out "$OUT/fwd_dev.jsonl"
+step 80 bench_d64 python3 scripts/dev/attn_dev.py --bench --providers $P --head-dim 64 --matmul 0 --out "$OUT/fwd_dev.jsonl"
+step 50 long_1m python3 -c "
+import runpy, sys
+sys.path.insert(0, 'scripts/dev')
+from attn_dev import build
+build()
+sys.argv = ['long_context', '--seqlens', '1048576', '--modes', 'fwd', '--results', '$OUT']
+runpy.run_module('profiling.long_context', run_name='__main__')"
+for tool in memcheck racecheck; do
+  TAIL=4 step 90 sanitize compute-sanitizer --tool $tool --error-exitcode 9 --report-api-errors no \
+    python3 scripts/dev/attn_sanitize_dev.py
+done
