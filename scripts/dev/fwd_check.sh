@@ -23,7 +23,7 @@ step() {  # limit, log name, command...
   quiet < "$OUT/$name.log" | tail -n "${TAIL:-12}"
 }
 nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
-TAIL=8 step 200 tests_d128 python3 scripts/dev/attn_dev.py --tests --bench --providers $P --head-dim 128 --out "$OUT/fwd_dev.jsonl"
+TAIL=16 step 200 tests_d128 python3 scripts/dev/attn_dev.py --tests --bench --providers $P --head-dim 128 --out "$OUT/fwd_dev.jsonl"
 step 90 bench_d128_32k python3 scripts/dev/attn_dev.py --bench --providers $P --seqlen 32768 --matmul 0 --out "$OUT/fwd_dev.jsonl"
 step 80 bench_d64 python3 scripts/dev/attn_dev.py --bench --providers $P --head-dim 64 --matmul 0 --out "$OUT/fwd_dev.jsonl"
 step 50 long_1m python3 -c "
