@@ -31,17 +31,6 @@
 #ifndef PK_SM90_TMA_STORE
 #define PK_SM90_TMA_STORE 0
 #endif
-// Experiment knobs (scripts/dev/attn_ab.py): the d = 128 ring depth and the
-// producer / consumer register split.
-#ifndef PK_SM90_D128_STAGES
-#define PK_SM90_D128_STAGES 2
-#endif
-#ifndef PK_SM90_PRODUCER_REGS
-#define PK_SM90_PRODUCER_REGS 56
-#endif
-#ifndef PK_SM90_CONSUMER_REGS
-#define PK_SM90_CONSUMER_REGS 224
-#endif
 
 namespace pykernels {
 namespace attention {
@@ -119,9 +108,14 @@ PK_HOST_DEVICE constexpr bool register_split_fits(int producer_threads, int prod
 //   256 x 224 fits the 64K register file. Measured with ptxas -v at d = 128:
 //   56 / 224 leaves 8 spilled bytes in the producer's address arithmetic;
 //   40 / 232 spilled 24 (72 at d = 64), 64 / 216 spilled 40 in the consumers.
+//   With TMA loads 24 / 240 spills nothing, yet measured slower: causal
+//   628 vs 643, window 432 vs 465, sinks 401 vs 424 TFLOP/s (ALiBi 632 vs
+//   618; d = 128, 16K, H100 A/B, profiling/results/h100-2026-12-07b/checks/
+//   ab_stages_regs.jsonl).
 // * kStages: the depth of the K/V ring. d = 128 double-buffers (32 + 4 x
 //   32 KB); a third stage fits (224 KB) but measured no faster (window 408
-//   vs 415, sinks 369 vs 381 TFLOP/s on an H200). d = 64 takes three: its
+//   vs 415, sinks 369 vs 381 TFLOP/s on an H200; with TMA loads, window 452
+//   vs 465 and sinks 413 vs 424 on an H100, same file). d = 64 takes three: its
 //   tiles take half the time to consume, so a deeper ring keeps the producer
 //   ahead across query-tile boundaries (window 302 vs 281, sinks 267 vs 252,
 //   dev runs; the kept configuration: profiling/results/h200-2026-11-22d/
@@ -131,11 +125,11 @@ struct FwdSm90Traits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 128;
   static constexpr int kBlockN = 128;
-  static constexpr int kStages = kHeadDim_ == 64 ? 3 : PK_SM90_D128_STAGES;
+  static constexpr int kStages = kHeadDim_ == 64 ? 3 : 2;
   static constexpr int kConsumerWarps = 8;  // 2 warpgroups
   static constexpr int kProducerThreads = 128;  // 1 warpgroup
-  static constexpr int kProducerRegs = PK_SM90_PRODUCER_REGS;
-  static constexpr int kConsumerRegs = PK_SM90_CONSUMER_REGS;
+  static constexpr int kProducerRegs = 56;
+  static constexpr int kConsumerRegs = 224;
   static constexpr int kNThreads = 32 * kConsumerWarps + kProducerThreads;
   // Q, K and V arrive by TMA (one producer thread) or by the producer
   // warpgroup's cp.asyncs; out leaves through a shared tile and TMA stores or
