@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 4's forward checks in one GPU call, dev build (no setup.py): the
 # attention GPU tests, the dev benchmark against SDPA flash / cuDNN / Flex at
-# d = 128 (16K and 32K) and d = 64 (16K) with the bf16 matmul rate, the
+# d = 128 (1K to 32K) and d = 64 (16K) with the bf16 matmul rate, the
 # 1M-token causal forward, then compute-sanitizer memcheck and racecheck.
 # Every step has its own time limit so one hang cannot eat the call; at
 # most 8 files, what one device call brings back.
@@ -26,6 +26,11 @@ nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
 TAIL=16 step 200 tests_d128 python3 scripts/dev/attn_dev.py --tests --bench --providers $P --head-dim 128 --out "$OUT/fwd_dev.jsonl"
 step 90 bench_d128_32k python3 scripts/dev/attn_dev.py --bench --providers $P --seqlen 32768 --matmul 0 --out "$OUT/fwd_dev.jsonl"
 step 80 bench_d64 python3 scripts/dev/attn_dev.py --bench --providers $P --head-dim 64 --matmul 0 --out "$OUT/fwd_dev.jsonl"
+# The issue's S from 1K to 16K (B * S = 16K): shorter rows, fewer key tiles per query tile.
+for s in 1024 2048 4096 8192; do
+  TAIL=7 step 60 bench_d128_short python3 scripts/dev/attn_dev.py --bench --providers cuda,sdpa_flash,cudnn,flex \
+    --seqlen $s --matmul 0 --reps 10 --out "$OUT/fwd_dev.jsonl"
+done
 step 50 long_1m python3 -c "
 import runpy, sys
 sys.path.insert(0, 'scripts/dev')
