@@ -24,11 +24,11 @@ step() {  # limit, log name, command...
 }
 nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
 TAIL=16 step 200 tests_d128 python3 scripts/dev/attn_dev.py --tests --bench --providers $P --head-dim 128 --out "$OUT/fwd_dev.jsonl"
-step 90 bench_d128_32k python3 scripts/dev/attn_dev.py --bench --providers $P --seqlen 32768 --matmul 0 --out "$OUT/fwd_dev.jsonl"
-step 80 bench_d64 python3 scripts/dev/attn_dev.py --bench --providers $P --head-dim 64 --matmul 0 --out "$OUT/fwd_dev.jsonl"
+step 90 bench python3 scripts/dev/attn_dev.py --bench --providers $P --seqlen 32768 --matmul 0 --out "$OUT/fwd_dev.jsonl"
+step 80 bench python3 scripts/dev/attn_dev.py --bench --providers $P --head-dim 64 --matmul 0 --out "$OUT/fwd_dev.jsonl"
 # The issue's S from 1K to 16K (B * S = 16K): shorter rows, fewer key tiles per query tile.
 for s in 1024 2048 4096 8192; do
-  TAIL=7 step 60 bench_d128_short python3 scripts/dev/attn_dev.py --bench --providers cuda,sdpa_flash,cudnn,flex \
+  TAIL=7 step 60 bench python3 scripts/dev/attn_dev.py --bench --providers cuda,sdpa_flash,cudnn,flex \
     --seqlen $s --matmul 0 --reps 10 --out "$OUT/fwd_dev.jsonl"
 done
 step 50 long_1m python3 -c "
@@ -38,7 +38,8 @@ from attn_dev import build
 build()
 sys.argv = ['long_context', '--seqlens', '1048576', '--modes', 'fwd', '--results', '$OUT']
 runpy.run_module('profiling.long_context', run_name='__main__')"
-for tool in memcheck racecheck; do
-  TAIL=4 step 90 sanitize compute-sanitizer --tool $tool --error-exitcode 9 --report-api-errors no \
-    python3 scripts/dev/attn_sanitize_dev.py
-done
+# memcheck on both GPU backends (~20 s); racecheck, far slower, on the extension only (~100 s).
+TAIL=4 step 90 sanitize compute-sanitizer --tool memcheck --error-exitcode 9 --report-api-errors no \
+  python3 scripts/dev/attn_sanitize_dev.py
+SANITIZE_BACKENDS=cuda TAIL=4 step 180 sanitize compute-sanitizer --tool racecheck --error-exitcode 9 \
+  --report-api-errors no python3 scripts/dev/attn_sanitize_dev.py
