@@ -137,51 +137,33 @@ __device__ __forceinline__ void stage_output(const float (&O)[1][kDTiles][4], co
   }
 }
 
-// ---- producer, TMA: one thread ----
+// ---- producer: one thread of TMA loads, or one warpgroup of cp.asyncs ----
+// (-DPK_SM90_TMA_LOAD=0). Both walk the same work tiles in the same order
+// and take the same ring slots; only the way a tile is filled differs.
 template <int kHeadDim>
-__device__ __forceinline__ void produce_tma(const FlashFwdParams& params, const Sm90FwdMaps& maps,
-                                            const Sm90Smem<kHeadDim>& sm, int n_work, int m_blocks) {
+__device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90FwdMaps& maps,
+                                        const Sm90Smem<kHeadDim>& sm, int ptid, int n_work, int m_blocks) {
   using Tr = FwdSm90Traits<kHeadDim>;
   using QTile = typename Sm90Smem<kHeadDim>::QTile;
   using KVTile = typename Sm90Smem<kHeadDim>::KVTile;
-  constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
-  tma_prefetch_map(&maps.q);
-  tma_prefetch_map(&maps.k);
-  tma_prefetch_map(&maps.v);
-  const int bh_count = params.batch * params.heads_q;
-  RingSlot<Tr::kStages> k_slot, v_slot;
-  int q_uses = 0;
-  for (int i = 0;; ++i) {
-    const int w = work_tile(i, blockIdx.x, gridDim.x, n_work);
-    if (w < 0) break;
-    const QueryTileWork<kBlockM, kBlockN> work = QueryTileWork<kBlockM, kBlockN>::at(params, w % bh_count,
-                                                                                        m_blocks - 1 - w / bh_count);
-    const int n_tiles = work.tiles.count();
-    for (int it = 0; it < n_tiles; ++it) {
-      const int col_lo = work.tiles.tile(it) * kBlockN;
-      // The same order and parities as produce() below.
-      mbarrier_wait(sm.empty_k(k_slot.stage), k_slot.phase ^ 1);
-      KVTile::load_tma(sm.k_tile(k_slot.stage), &maps.k, sm.full_k(k_slot.stage), col_lo, work.h_kv, work.b);
-      k_slot.advance();
-      if (it == 0) {
-        mbarrier_wait(sm.empty_q(), (q_uses & 1) ^ 1);
-        QTile::load_tma(sm.q, &maps.q, sm.full_q(), work.row_lo, work.h, work.b);
-        ++q_uses;
-      }
-      mbarrier_wait(sm.empty_v(v_slot.stage), v_slot.phase ^ 1);
-      KVTile::load_tma(sm.v_tile(v_slot.stage), &maps.v, sm.full_v(v_slot.stage), col_lo, work.h_kv, work.b);
-      v_slot.advance();
-    }
-  }
-}
-
-// ---- producer, cp.async: one warpgroup ----
-template <int kHeadDim>
-__device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90Smem<kHeadDim>& sm, int ptid,
-                                        int n_work, int m_blocks) {
-  using Tr = FwdSm90Traits<kHeadDim>;
   using elem = unsigned short;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
+  if constexpr (Tr::kTmaLoad) {
+    tma_prefetch_map(&maps.q);
+    tma_prefetch_map(&maps.k);
+    tma_prefetch_map(&maps.v);
+  }
+  // Rows [row0, row0 + Tile rows) of head (h, b) into `smem`, landing on `full`.
+  auto fill = [&](auto tile, unsigned smem, unsigned full, const TmaMap* map, const elem* head, index_t row_stride,
+                  int row0, int n_rows, int h, int b) {
+    using Tile = decltype(tile);
+    if constexpr (Tr::kTmaLoad) {
+      Tile::load_tma(smem, map, full, row0, h, b);
+    } else {
+      Tile::template load<Tr::kProducerThreads>(smem, head, row_stride, row0, n_rows, ptid);
+      arrive_on_copies(full);
+    }
+  };
   const int bh_count = params.batch * params.heads_q;
   RingSlot<Tr::kStages> k_slot, v_slot;
   int q_uses = 0;  // work tiles that loaded Q so far
@@ -201,25 +183,22 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
       // phase ^ 1. On the first pass (phase 0) that is parity 1, which a fresh
       // barrier (in phase 0) reports as complete at once: the ring starts empty.
       mbarrier_wait(sm.empty_k(k_slot.stage), k_slot.phase ^ 1);
-      Sm90Smem<kHeadDim>::KVTile::template load<Tr::kProducerThreads>(sm.k_tile(k_slot.stage), k_head,
-                                                                      params.k_row_stride, col_lo, params.seqlen_k, ptid);
-      arrive_on_copies(sm.full_k(k_slot.stage));
+      fill(KVTile{}, sm.k_tile(k_slot.stage), sm.full_k(k_slot.stage), &maps.k, k_head, params.k_row_stride, col_lo,
+           params.seqlen_k, work.h_kv, work.b);
       k_slot.advance();
       if (it == 0) {  // Q after the first K, so that K_0 need not wait for the last tile's consumers
         mbarrier_wait(sm.empty_q(), (q_uses & 1) ^ 1);
-        Sm90Smem<kHeadDim>::QTile::template load<Tr::kProducerThreads>(sm.q, q_head, params.q_row_stride, work.row_lo,
-                                                                       params.seqlen_q, ptid);
-        arrive_on_copies(sm.full_q());
+        fill(QTile{}, sm.q, sm.full_q(), &maps.q, q_head, params.q_row_stride, work.row_lo, params.seqlen_q, work.h,
+             work.b);
         ++q_uses;
       }
       mbarrier_wait(sm.empty_v(v_slot.stage), v_slot.phase ^ 1);
-      Sm90Smem<kHeadDim>::KVTile::template load<Tr::kProducerThreads>(sm.v_tile(v_slot.stage), v_head,
-                                                                      params.v_row_stride, col_lo, params.seqlen_k, ptid);
-      arrive_on_copies(sm.full_v(v_slot.stage));
+      fill(KVTile{}, sm.v_tile(v_slot.stage), sm.full_v(v_slot.stage), &maps.v, v_head, params.v_row_stride, col_lo,
+           params.seqlen_k, work.h_kv, work.b);
       v_slot.advance();
     }
   }
-  cp_async_wait<0>();
+  if constexpr (!Tr::kTmaLoad) cp_async_wait<0>();
 }
 
 }  // namespace sm90
@@ -412,11 +391,7 @@ __global__ void __launch_bounds__(FwdSm90Traits<kHeadDim>::kNThreads, 1)
   if (warp >= Tr::kConsumerWarps) {
     sm90::shrink_registers<Tr::kProducerRegs>();
     const int ptid = tid - 32 * Tr::kConsumerWarps;
-    if constexpr (Tr::kTmaLoad) {
-      if (ptid == 0) sm90::produce_tma<kHeadDim>(params, maps, sm, n_work, m_blocks);
-    } else {
-      sm90::produce<kHeadDim>(params, sm, ptid, n_work, m_blocks);
-    }
+    if (!Tr::kTmaLoad || ptid == 0) sm90::produce<kHeadDim>(params, maps, sm, ptid, n_work, m_blocks);
   } else {
     sm90::grow_registers<Tr::kConsumerRegs>();
     flash_fwd_sm90_consume<kHeadDim, kIsBf16, kHasAlibi>(params, maps, sm, warp, lane, n_work, m_blocks);
