@@ -28,6 +28,11 @@
 #ifndef PK_SM90_TMA_LOAD
 #define PK_SM90_TMA_LOAD 1
 #endif
+// An experiment not yet timed: d = 64 with 192-row query tiles (three
+// consumer warpgroups, FA3's d = 64 shape); -DPK_SM90_D64_ROWS=192.
+#ifndef PK_SM90_D64_ROWS
+#define PK_SM90_D64_ROWS 128
+#endif
 #ifndef PK_SM90_TMA_STORE
 #define PK_SM90_TMA_STORE 0
 #endif
@@ -123,13 +128,15 @@ PK_HOST_DEVICE constexpr bool register_split_fits(int producer_threads, int prod
 template <int kHeadDim_>
 struct FwdSm90Traits {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 128;
+  static constexpr int kBlockM = kHeadDim_ == 64 ? PK_SM90_D64_ROWS : 128;
   static constexpr int kBlockN = 128;
   static constexpr int kStages = kHeadDim_ == 64 ? 3 : 2;
-  static constexpr int kConsumerWarps = 8;  // 2 warpgroups
+  static constexpr int kConsumerWarps = kBlockM / 16;  // 64 rows per warpgroup
   static constexpr int kProducerThreads = 128;  // 1 warpgroup
-  static constexpr int kProducerRegs = 56;
-  static constexpr int kConsumerRegs = 224;
+  // 192 rows: 128 x 24 + 384 x 160 registers (ptxas -v: 140 bytes spilled;
+  // 32 / 152 serialises the wgmmas, C7512).
+  static constexpr int kProducerRegs = kBlockM == 192 ? 24 : 56;
+  static constexpr int kConsumerRegs = kBlockM == 192 ? 160 : 224;
   static constexpr int kNThreads = 32 * kConsumerWarps + kProducerThreads;
   // Q, K and V arrive by TMA (one producer thread) or by the producer
   // warpgroup's cp.asyncs; out leaves through a shared tile and TMA stores or
