@@ -29,6 +29,7 @@ import torch
 
 import pykernels
 from profiling.common import cover_host_overhead, git_commit, now_utc
+from profiling.counting import matmul_flops
 from profiling.variants import Variant
 from pykernels.masks import MaskSpec
 
@@ -166,7 +167,7 @@ def main():
         a, bm = (torch.randn(n, n, device=dev, dtype=torch.bfloat16) for _ in range(2))
         t = try_time("matmul", lambda: (lambda: torch.matmul(a, bm)), args.warmup, args.reps)
         if t is not None:
-            mm_tflops = 2.0 * n ** 3 / (t[0] * 1e-3) / 1e12
+            mm_tflops = matmul_flops(n, n, n) / (t[0] * 1e-3) / 1e12
             row = dict(kernel="matmul", mode="fwd", variant=f"bf16_{n}^3", provider="torch_matmul", shape=[n, n, n],
                        dtype="bf16", median_ms=t[0], p20_ms=t[1], p80_ms=t[2], tflops=mm_tflops, gpu=gpu,
                        torch=torch.__version__, cuda=torch.version.cuda, commit=commit, date=date)

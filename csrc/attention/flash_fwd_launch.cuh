@@ -41,14 +41,14 @@ cudaError_t launch_flash_fwd_sm90(const FlashFwdParams& params, cudaStream_t str
   auto encode = [&](sm90::TmaMap* m, const void* base, int s, int h, index_t bs, index_t rs, index_t hs, int rows) {
     if (map_err == cudaSuccess) map_err = sm90::encode_head_map(m, base, p.batch, s, h, kHeadDim, bs, rs, hs, rows);
   };
-  if (Tr::kTmaLoad) {
+  if constexpr (Tr::kTmaLoad) {
     encode(&maps.q, p.q, p.seqlen_q, p.heads_q, p.q_batch_stride, p.q_row_stride, p.q_head_stride, Tr::kBlockM);
   }
   if (Tr::kTmaLoad && p.seqlen_k > 0) {  // no key: no tile is loaded, and a map has no empty dimension
     encode(&maps.k, p.k, p.seqlen_k, p.heads_kv, p.k_batch_stride, p.k_row_stride, p.k_head_stride, Tr::kBlockN);
     encode(&maps.v, p.v, p.seqlen_k, p.heads_kv, p.v_batch_stride, p.v_row_stride, p.v_head_stride, Tr::kBlockN);
   }
-  if (Tr::kTmaStore) {
+  if constexpr (Tr::kTmaStore) {
     encode(&maps.o, p.out, p.seqlen_q, p.heads_q, p.o_batch_stride, p.o_row_stride, p.o_head_stride, 16);
   }
   if (map_err != cudaSuccess) return map_err;

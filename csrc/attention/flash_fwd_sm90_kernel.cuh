@@ -71,11 +71,9 @@ struct Sm90Smem {
   using QTile = SwizzledTile<Tr::kBlockM, kHeadDim>;
   using KVTile = SwizzledTile<Tr::kBlockN, kHeadDim>;
   static constexpr int kStages = Tr::kStages;
-  // Out, staged for the TMA store: warp w's 16 rows as kHeadDim / 64 blocks
-  // of 16 x 128 bytes (2 KB, so every block starts 1024-aligned), swizzled as
-  // the other tiles; a box of 64 columns by 16 rows each.
-  static constexpr int kOutWarpBlockBytes = 16 * 128;
-  static constexpr int kOutWarpBytes = (kHeadDim / 64) * kOutWarpBlockBytes;
+  // Out, staged for the TMA store: one 16-row swizzled tile per consumer
+  // warp (2 KB per 64 columns, so every block starts 1024-aligned).
+  using OutTile = SwizzledTile<16, kHeadDim>;
   static constexpr unsigned kFullCount = Tr::kTmaLoad ? 1 : Tr::kProducerThreads;  // arrivals per load
   unsigned q, k, v, o, bars;
 
@@ -84,11 +82,11 @@ struct Sm90Smem {
     k = q + QTile::kBytes;
     v = k + kStages * KVTile::kBytes;
     o = v + kStages * KVTile::kBytes;
-    bars = o + (Tr::kTmaStore ? Tr::kConsumerWarps * kOutWarpBytes : 0);
+    bars = o + (Tr::kTmaStore ? Tr::kConsumerWarps * OutTile::kBytes : 0);
   }
   __device__ __forceinline__ unsigned k_tile(int s) const { return k + s * KVTile::kBytes; }
   __device__ __forceinline__ unsigned v_tile(int s) const { return v + s * KVTile::kBytes; }
-  __device__ __forceinline__ unsigned o_warp(int warp) const { return o + warp * kOutWarpBytes; }
+  __device__ __forceinline__ unsigned o_warp(int warp) const { return o + warp * OutTile::kBytes; }
   // 8-byte mbarriers: full (data landed) and empty (consumers done) for Q and each stage of K and V.
   __device__ __forceinline__ unsigned full_q() const { return bars; }
   __device__ __forceinline__ unsigned empty_q() const { return bars + 8; }
@@ -116,20 +114,20 @@ struct Sm90FwdMaps {
 };
 
 // out = O / l of one warp's 16 x kHeadDim fragment into its shared tile
-// (Sm90Smem::o_warp), in the 16-bit input type. One stmatrix.x4 takes two
-// 8-column tiles of both 8-row halves: matrix j of lane l's address is rows
-// 8 (j % 2) + l % 8 of column tile dt = d + j / 2, whose 16-byte chunk
-// dt % 8 sits swizzled at dt % 8 ^ row % 8, so the 8 rows of each matrix land
-// on different banks.
+// (Sm90Smem::o_warp, a SwizzledTile<16, kHeadDim>), in the 16-bit input
+// type. One stmatrix.x4 takes two 8-column tiles of both 8-row halves:
+// matrix j of lane l's address is row 8 (j % 2) + l % 8 of column tile (a
+// 16-byte chunk) d + j / 2; the swizzle puts the 8 rows of each matrix on
+// different banks.
 template <bool kIsBf16, int kDTiles>
 __device__ __forceinline__ void stage_output(const float (&O)[1][kDTiles][4], const float (&inv_l)[2], unsigned o_warp,
                                              int lane) {
-  const int j = lane >> 3, r = lane & 7;
-  const int row = r + 8 * (j & 1);
+  using OutTile = SwizzledTile<16, 8 * kDTiles>;
+  const int j = lane >> 3;
+  const int row = (lane & 7) + 8 * (j & 1);
 #pragma unroll
   for (int d = 0; d < kDTiles; d += 2) {
-    const int dt = d + (j >> 1);
-    const unsigned addr = o_warp + (dt / 8) * (16 * 128) + row * 128 + (((dt % 8) ^ r) << 4);
+    const unsigned addr = o_warp + OutTile::chunk_offset(row, d + (j >> 1));
     stmatrix_x4(addr, pack_float2<kIsBf16>(O[0][d][0] * inv_l[0], O[0][d][1] * inv_l[0]),
                 pack_float2<kIsBf16>(O[0][d][2] * inv_l[1], O[0][d][3] * inv_l[1]),
                 pack_float2<kIsBf16>(O[0][d + 1][0] * inv_l[0], O[0][d + 1][1] * inv_l[0]),
@@ -360,14 +358,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
       sm90::stage_output<kIsBf16>(O, inv_l, o_warp, lane);
       sm90::fence_async_proxy();  // stmatrix wrote through the generic proxy; TMA reads through the async one
       __syncwarp();
-      if (lane == 0) {
-#pragma unroll
-        for (int b = 0; b < kHeadDim / 64; ++b) {
-          sm90::tma_store(&maps.o, o_warp + b * sm90::Sm90Smem<kHeadDim>::kOutWarpBlockBytes, 64 * b, warp_row_lo,
-                          work.h, work.b);
-        }
-        sm90::bulk_commit();
-      }
+      if (lane == 0) sm90::Sm90Smem<kHeadDim>::OutTile::store_tma(&maps.o, o_warp, warp_row_lo, work.h, work.b);
       store_lse(lse, params, work.b, work.h, row0, t);
     } else {
       store_output<kIsBf16>(O, softmax, params, work.b, work.h, row0, t);

@@ -71,6 +71,14 @@ struct SwizzledTile {
 #pragma unroll
     for (int b = 0; b < kBlocks; ++b) tma_load(smem + b * kBlockBytes, map, bar, 64 * b, row0, head, batch);
   }
+
+  // The reverse: the tile to rows [row0, row0 + kRows) of head (head, batch)
+  // by TMA, in one bulk group of the calling thread (rows past S dropped).
+  __device__ __forceinline__ static void store_tma(const TmaMap* map, unsigned smem, int row0, int head, int batch) {
+#pragma unroll
+    for (int b = 0; b < kBlocks; ++b) tma_store(map, smem + b * kBlockBytes, 64 * b, row0, head, batch);
+    bulk_commit();
+  }
 };
 
 }  // namespace sm90
