@@ -51,6 +51,7 @@
 #include "attention/hopper/mbarrier.cuh"
 #include "attention/hopper/smem_tile.cuh"
 #include "attention/hopper/tma.cuh"
+#include "attention/hopper/warpgroup_turns.cuh"
 #include "attention/hopper/wgmma.cuh"
 #include "attention/hopper/work_order.cuh"
 #include "attention/kernel_traits.cuh"
@@ -253,6 +254,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   };
 
   if (Tr::kTmaStore && warp == 0 && lane == 0) sm90::tma_prefetch_map(&maps.o);
+  const sm90::WarpgroupTurns<Tr::kConsumerWarps / 4, Tr::kPingPong> turns(wg);
   sm90::RingSlot<Tr::kStages> k_slot, v_slot;
   int q_uses = 0;
   for (int i = 0;; ++i) {
@@ -304,7 +306,9 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
         float S[1][kNTiles][4];
         acquire(sm.full_k(k_slot.stage), k_slot.phase);
         sm90::fence();
+        turns.wait();
         issue_s(S, sm.k_tile(k_slot.stage));
+        turns.pass();
         sm90::wait<0>();
         sm90::fence_operand(S[0]);
         sm90::release(sm.empty_k(k_slot.stage), lane);
@@ -320,8 +324,10 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
         acquire(sm.full_v(v_slot.stage), v_slot.phase);
         sm90::fence_operand(O[0]);
         sm90::fence();
+        turns.wait();
         issue_s(S, sm.k_tile(k_slot.stage));
         issue_o(O, P, sm.v_tile(v_slot.stage));
+        turns.pass();
         sm90::wait<1>();  // S_t is in; P_{t-1} V_{t-1} may still run
         sm90::fence_operand(S[0]);
         sm90::release(sm.empty_k(k_slot.stage), lane);
@@ -340,7 +346,9 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
       acquire(sm.full_v(v_slot.stage), v_slot.phase);
       sm90::fence_operand(O[0]);
       sm90::fence();
+      turns.wait();
       issue_o(O, P, sm.v_tile(v_slot.stage));
+      turns.pass();
       sm90::wait<0>();
       sm90::fence_operand(O[0]);
       sm90::release(sm.empty_v(v_slot.stage), lane);

@@ -36,6 +36,11 @@
 #ifndef PK_SM90_TMA_STORE
 #define PK_SM90_TMA_STORE 0
 #endif
+// Not yet timed: the consumer warpgroups issue their wgmmas in turns
+// (hopper/warpgroup_turns.cuh); -DPK_SM90_PINGPONG=1.
+#ifndef PK_SM90_PINGPONG
+#define PK_SM90_PINGPONG 0
+#endif
 
 namespace pykernels {
 namespace attention {
@@ -143,6 +148,7 @@ struct FwdSm90Traits {
   // straight from registers (hopper/tma.cuh; -D knobs for scripts/dev/attn_ab.py).
   static constexpr bool kTmaLoad = PK_SM90_TMA_LOAD;
   static constexpr bool kTmaStore = PK_SM90_TMA_STORE;
+  static constexpr bool kPingPong = PK_SM90_PINGPONG;
   static constexpr int kTileBytes = kHeadDim * 2;  // per row; times the rows below
   static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
   // Q, kStages K and V tiles, the out tile, the barriers, and 1024 bytes to

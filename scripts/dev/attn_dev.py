@@ -4,7 +4,7 @@ Builds only csrc/attention + csrc/bindings/attention.cpp (other ops may be
 mid-edit) with torch.utils.cpp_extension.load, installs the result as
 pykernels._C, then runs the attention GPU tests and the dev benchmark.
 
-    python scripts/dev/attn_dev.py [--tests] [--bench ARGS...]
+    [PK_DEV_FLAGS="-DKNOB=1"] python scripts/dev/attn_dev.py [--tests] [--bench ARGS...]
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def build(archs=("90a",), name="pk_attn_dev", flags=(), install=True):
     build_dir = os.environ.get("PK_DEV_BUILD") or None  # reuse objects across runs
     if build_dir:
         build_dir = build_dir if name == "pk_attn_dev" else f"{build_dir}_{name}"
+        if flags:  # objects built with other -D knobs must not be reused
+            build_dir += "_" + "_".join(f.lstrip("-").replace("=", "") for f in flags)
         os.makedirs(build_dir, exist_ok=True)
     t0 = time.time()
     mod = load(
@@ -51,7 +53,8 @@ def build(archs=("90a",), name="pk_attn_dev", flags=(), install=True):
 
 def main(test_file: str, bench_module: str) -> int:
     """Build, then run ``test_file`` with --tests and ``bench_module``.main() with --bench ARGS..."""
-    build()
+    # PK_DEV_FLAGS="-DPK_KNOB=1 ..." runs the tests and benchmark on a knob build.
+    build(flags=tuple(os.environ.get("PK_DEV_FLAGS", "").split()))
     args = sys.argv[1:]
     rc = 0
     if "--tests" in args:

@@ -53,6 +53,12 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// Count this warp's threads towards barrier `id` without waiting for it: the
+// signalling half of a bar.sync elsewhere (`threads` counts both halves).
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // A ring slot: which of the kStages buffers, and the parity of its current use.
 template <int kStages>
 struct RingSlot {
