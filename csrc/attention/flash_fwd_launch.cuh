@@ -16,10 +16,22 @@
 namespace pykernels {
 namespace attention {
 
-template <int kHeadDim, bool kIsBf16, bool kHasAlibi>
+// Query rows per work tile of the Hopper forward. At d = 64, 192 (three
+// consumer warpgroups, FA3's shape) make every K/V tile feed 1.5x the rows:
+// causal 489 vs 441, causal + ALiBi 444 vs 413 TFLOP/s. A 1024-wide window
+// loses with them (308 vs 329, 4 sinks + window 280 vs 288): a taller tile
+// spans a wider band of keys, so more of its key tiles are part masked (H100,
+// 16K, profiling/results/h100-2026-12-07c/checks/ab_d64_pingpong.jsonl).
+// Queries that fit one 128-row tile gain nothing from 192 either.
+template <int kHeadDim>
+bool sm90_wide_rows(const FlashFwdParams& params) {
+  return kHeadDim == 64 && params.window_left < 0 && params.seqlen_q > 128;
+}
+
+template <int kHeadDim, int kBlockM, bool kIsBf16, bool kHasAlibi>
 cudaError_t launch_flash_fwd_sm90(const FlashFwdParams& params, cudaStream_t stream) {
-  using Tr = FwdSm90Traits<kHeadDim>;
-  auto kernel = flash_fwd_sm90_kernel<kHeadDim, kIsBf16, kHasAlibi>;
+  using Tr = FwdSm90Traits<kHeadDim, kBlockM>;
+  auto kernel = flash_fwd_sm90_kernel<kHeadDim, kBlockM, kIsBf16, kHasAlibi>;
   const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
   if (err != cudaSuccess) return err;
   // Persistent: one CTA per SM (at most one per work tile), each walking its
@@ -68,8 +80,11 @@ cudaError_t run_flash_fwd_(const FlashFwdParams& params, cudaStream_t stream) {
   return BOOL_SWITCH(scale_first, kHasAlibi, [&] {
     if (params.seqlen_q == 0 || params.batch == 0 || params.heads_q == 0) return cudaSuccess;
     if constexpr (kHeadDim == 64 || kHeadDim == 128) {
-      if (sm90_kernel_runs_here(flash_fwd_sm90_kernel<kHeadDim, kIsBf16, kHasAlibi>, "PYKERNELS_FWD_KERNEL")) {
-        return launch_flash_fwd_sm90<kHeadDim, kIsBf16, kHasAlibi>(params, stream);
+      if (sm90_kernel_runs_here(flash_fwd_sm90_kernel<kHeadDim, 128, kIsBf16, kHasAlibi>, "PYKERNELS_FWD_KERNEL")) {
+        if constexpr (kHeadDim == 64 && PK_SM90_D64_WIDE) {
+          if (sm90_wide_rows<kHeadDim>(params)) return launch_flash_fwd_sm90<kHeadDim, 192, kIsBf16, kHasAlibi>(params, stream);
+        }
+        return launch_flash_fwd_sm90<kHeadDim, 128, kIsBf16, kHasAlibi>(params, stream);
       }
     }
     auto kernel = flash_fwd_kernel<kHeadDim, kIsBf16, kHasAlibi>;

@@ -11,19 +11,21 @@
 //                   complete on full_* (hopper/tma.cuh), and waits on empty_*
 //                   before it reuses a buffer. (-DPK_SM90_TMA_LOAD=0: the
 //                   warpgroup's cp.asyncs instead, arriving on full_*.)
-//   2 consumer      each owns 64 query rows. Per key tile t (FA3's
-//   warpgroups      intra-warpgroup overlap, their Algorithm 2):
+//   2 consumer      each owns 64 query rows (3 warpgroups for 192-row
+//   warpgroups      tiles, d = 64). Per key tile t (FA3's intra-warpgroup
+//                   overlap, their Algorithm 2):
 //                     issue S_t = Q K_t^T           (wgmma, A and B in shared memory)
 //                     issue O += P_{t-1} V_{t-1}    (wgmma, P from registers, V MN-major)
 //                     wait for S_t; release K_t
 //                     ALiBi, element mask (boundary tiles only), online softmax of S_t
 //                       -- while the tensor cores still run P_{t-1} V_{t-1}
 //                     wait for O; release V_{t-1}; rescale O; P_t = S_t in 16 bits
-//                   then out / l through a shared tile, each warp's 16 rows
-//                   stored by one TMA box per 64 columns, so a warp issues 8
-//                   stmatrix instead of 64 scattered 4-byte global stores
-//                   and moves on to the next work tile while the copy runs.
-//                   (-DPK_SM90_TMA_STORE=0: straight from registers.)
+//                   then out / l straight from registers. (-DPK_SM90_TMA_STORE=1:
+//                   through a shared tile, each warp's 16 rows stored by one
+//                   TMA box per 64 columns, 8 stmatrix instead of 64
+//                   scattered 4-byte stores; measured slower on windows.)
+//                   (-DPK_SM90_PINGPONG=1: the warpgroups issue their wgmmas
+//                   in turns, hopper/warpgroup_turns.cuh.)
 //
 // Persistent CTAs: one per SM, each walking work tiles (a query tile of one
 // (batch, head)) in a fixed order, so the producer loads the next tile's Q
@@ -66,9 +68,9 @@ namespace attention {
 namespace sm90 {
 
 // Shared memory of the kernel: byte addresses of the tiles and barriers.
-template <int kHeadDim>
+template <int kHeadDim, int kBlockM_>
 struct Sm90Smem {
-  using Tr = FwdSm90Traits<kHeadDim>;
+  using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
   using QTile = SwizzledTile<Tr::kBlockM, kHeadDim>;
   using KVTile = SwizzledTile<Tr::kBlockN, kHeadDim>;
   static constexpr int kStages = Tr::kStages;
@@ -139,12 +141,12 @@ __device__ __forceinline__ void stage_output(const float (&O)[1][kDTiles][4], co
 // ---- producer: one thread of TMA loads, or one warpgroup of cp.asyncs ----
 // (-DPK_SM90_TMA_LOAD=0). Both walk the same work tiles in the same order
 // and take the same ring slots; only the way a tile is filled differs.
-template <int kHeadDim>
+template <int kHeadDim, int kBlockM_>
 __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90FwdMaps& maps,
-                                        const Sm90Smem<kHeadDim>& sm, int ptid, int n_work, int m_blocks) {
-  using Tr = FwdSm90Traits<kHeadDim>;
-  using QTile = typename Sm90Smem<kHeadDim>::QTile;
-  using KVTile = typename Sm90Smem<kHeadDim>::KVTile;
+                                        const Sm90Smem<kHeadDim, kBlockM_>& sm, int ptid, int n_work, int m_blocks) {
+  using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
+  using QTile = typename Sm90Smem<kHeadDim, kBlockM_>::QTile;
+  using KVTile = typename Sm90Smem<kHeadDim, kBlockM_>::KVTile;
   using elem = unsigned short;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
   if constexpr (Tr::kTmaLoad) {
@@ -203,13 +205,13 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
 }  // namespace sm90
 
 // ---- consumers: warpgroup wg owns rows [64 wg, 64 wg + 64) of every work tile ----
-template <int kHeadDim, bool kIsBf16, bool kHasAlibi>
+template <int kHeadDim, int kBlockM_, bool kIsBf16, bool kHasAlibi>
 __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& params, const sm90::Sm90FwdMaps& maps,
-                                                       const sm90::Sm90Smem<kHeadDim>& sm, int warp, int lane,
+                                                       const sm90::Sm90Smem<kHeadDim, kBlockM_>& sm, int warp, int lane,
                                                        int n_work, int m_blocks) {
-  using Tr = FwdSm90Traits<kHeadDim>;
-  using QTile = typename sm90::Sm90Smem<kHeadDim>::QTile;
-  using KVTile = typename sm90::Sm90Smem<kHeadDim>::KVTile;
+  using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
+  using QTile = typename sm90::Sm90Smem<kHeadDim, kBlockM_>::QTile;
+  using KVTile = typename sm90::Sm90Smem<kHeadDim, kBlockM_>::KVTile;
   using WgmmaS = sm90::Wgmma<Tr::kBlockN, kIsBf16>;
   using WgmmaO = sm90::Wgmma<kHeadDim, kIsBf16>;
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
@@ -366,7 +368,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
       sm90::stage_output<kIsBf16>(O, inv_l, o_warp, lane);
       sm90::fence_async_proxy();  // stmatrix wrote through the generic proxy; TMA reads through the async one
       __syncwarp();
-      if (lane == 0) sm90::Sm90Smem<kHeadDim>::OutTile::store_tma(&maps.o, o_warp, warp_row_lo, work.h, work.b);
+      if (lane == 0) sm90::Sm90Smem<kHeadDim, kBlockM_>::OutTile::store_tma(&maps.o, o_warp, warp_row_lo, work.h, work.b);
       store_lse(lse, params, work.b, work.h, row0, t);
     } else {
       store_output<kIsBf16>(O, softmax, params, work.b, work.h, row0, t);
@@ -375,13 +377,13 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   if (Tr::kTmaStore && lane == 0) sm90::bulk_wait_all();  // the shared tile must outlive its last store
 }
 
-template <int kHeadDim, bool kIsBf16, bool kHasAlibi>
-__global__ void __launch_bounds__(FwdSm90Traits<kHeadDim>::kNThreads, 1)
+template <int kHeadDim, int kBlockM_, bool kIsBf16, bool kHasAlibi>
+__global__ void __launch_bounds__(FwdSm90Traits<kHeadDim, kBlockM_>::kNThreads, 1)
     flash_fwd_sm90_kernel(const FlashFwdParams params, const __grid_constant__ sm90::Sm90FwdMaps maps) {
 #if PK_SM90A
-  using Tr = FwdSm90Traits<kHeadDim>;
+  using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const sm90::Sm90Smem<kHeadDim> sm(sm90::swizzle_aligned(smem_raw));  // kSmemBytes has the slack
+  const sm90::Sm90Smem<kHeadDim, kBlockM_> sm(sm90::swizzle_aligned(smem_raw));  // kSmemBytes has the slack
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int m_blocks = (params.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM;
   const int n_work = params.batch * params.heads_q * m_blocks;  // the launcher keeps this < 2^31
@@ -390,10 +392,10 @@ __global__ void __launch_bounds__(FwdSm90Traits<kHeadDim>::kNThreads, 1)
   if (warp >= Tr::kConsumerWarps) {
     sm90::shrink_registers<Tr::kProducerRegs>();
     const int ptid = tid - 32 * Tr::kConsumerWarps;
-    if (!Tr::kTmaLoad || ptid == 0) sm90::produce<kHeadDim>(params, maps, sm, ptid, n_work, m_blocks);
+    if (!Tr::kTmaLoad || ptid == 0) sm90::produce<kHeadDim, kBlockM_>(params, maps, sm, ptid, n_work, m_blocks);
   } else {
     sm90::grow_registers<Tr::kConsumerRegs>();
-    flash_fwd_sm90_consume<kHeadDim, kIsBf16, kHasAlibi>(params, maps, sm, warp, lane, n_work, m_blocks);
+    flash_fwd_sm90_consume<kHeadDim, kBlockM_, kIsBf16, kHasAlibi>(params, maps, sm, warp, lane, n_work, m_blocks);
   }
 #endif
 }

@@ -28,10 +28,10 @@
 #ifndef PK_SM90_TMA_LOAD
 #define PK_SM90_TMA_LOAD 1
 #endif
-// An experiment not yet timed: d = 64 with 192-row query tiles (three
-// consumer warpgroups, FA3's d = 64 shape); -DPK_SM90_D64_ROWS=192.
-#ifndef PK_SM90_D64_ROWS
-#define PK_SM90_D64_ROWS 128
+// d = 64 takes 192-row query tiles where no window narrows the rows
+// (FwdSm90Traits); -DPK_SM90_D64_WIDE=0 keeps 128 everywhere, for A/B runs.
+#ifndef PK_SM90_D64_WIDE
+#define PK_SM90_D64_WIDE 1
 #endif
 #ifndef PK_SM90_TMA_STORE
 #define PK_SM90_TMA_STORE 0
@@ -105,8 +105,10 @@ PK_HOST_DEVICE constexpr bool register_split_fits(int producer_threads, int prod
 
 // The Hopper forward (flash_fwd_sm90_kernel.cuh), head dims 64 and 128.
 //
-// * 2 consumer warpgroups of 64 query rows (wgmma's M is 64 per warpgroup):
-//   kBlockM = 128, so each K/V tile in shared memory feeds 128 rows.
+// * Consumer warpgroups of 64 query rows each (wgmma's M is 64 per
+//   warpgroup): 2 for kBlockM = 128, so each K/V tile in shared memory feeds
+//   128 rows; at d = 64 also 3 for kBlockM = 192, which the launcher picks
+//   where no window narrows the rows (flash_fwd_launch.cuh, with its numbers).
 // * kBlockN = 128: S is 64 fp32 registers per thread, O 64 (d = 128) and P
 //   32, with S of the next tile computed while P V of the last runs; a wider
 //   key tile halves the softmax's per-tile overheads (row-max shuffles, the
@@ -130,10 +132,10 @@ PK_HOST_DEVICE constexpr bool register_split_fits(int producer_threads, int prod
 //   ahead across query-tile boundaries (window 302 vs 281, sinks 267 vs 252,
 //   dev runs; the kept configuration: profiling/results/h200-2026-11-22d/
 //   checks/fwd_dev_d64_stages3.jsonl).
-template <int kHeadDim_>
+template <int kHeadDim_, int kBlockM_>
 struct FwdSm90Traits {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = kHeadDim_ == 64 ? PK_SM90_D64_ROWS : 128;
+  static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = 128;
   static constexpr int kStages = kHeadDim_ == 64 ? 3 : 2;
   static constexpr int kConsumerWarps = kBlockM / 16;  // 64 rows per warpgroup
@@ -156,6 +158,7 @@ struct FwdSm90Traits {
   static constexpr int kSmemBytes =
       kTileBytes * (kBlockM + 2 * kStages * kBlockN + (kTmaStore ? kBlockM : 0)) + kBarrierBytes + 1024;
   static_assert(kHeadDim == 64 || kHeadDim == 128, "the sm90 forward takes head dims 64 and 128");
+  static_assert(kBlockM == 128 || (kBlockM == 192 && kHeadDim == 64), "192-row tiles are d = 64's alone");
   static_assert(register_split_fits(kProducerThreads, kProducerRegs, 32 * kConsumerWarps, kConsumerRegs),
                 "setmaxnreg split beyond the launch's registers");
 };

@@ -2,7 +2,8 @@
 # Issue 4's forward checks in one GPU call, dev build (no setup.py): the
 # attention GPU tests, the dev benchmark against SDPA flash / cuDNN / Flex at
 # d = 128 (1K to 32K) and d = 64 (16K) with the bf16 matmul rate, the
-# 1M-token causal forward, then compute-sanitizer memcheck and racecheck.
+# 1M-token causal forward, the backward's GPU tests, then compute-sanitizer
+# memcheck and racecheck.
 # Every step has its own time limit so one hang cannot eat the call; at
 # most 8 files, what one device call brings back.
 #
@@ -38,6 +39,8 @@ from attn_dev import build
 build()
 sys.argv = ['long_context', '--seqlens', '1048576', '--modes', 'fwd', '--results', '$OUT']
 runpy.run_module('profiling.long_context', run_name='__main__')"
+# The backward's GPU tests on the same build (its kernels share the mask and tile ranges).
+TAIL=4 step 150 tests_bwd python3 scripts/dev/attn_bwd_dev.py --tests
 # memcheck on both GPU backends (~20 s); racecheck, far slower, on the extension only (~100 s).
 TAIL=4 step 90 sanitize compute-sanitizer --tool memcheck --error-exitcode 9 --report-api-errors no \
   python3 scripts/dev/attn_sanitize_dev.py
