@@ -143,7 +143,8 @@ def make_provider(name, q, k, v, causal, window, sinks, slopes):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="append JSON lines here")
-    ap.add_argument("--seqlen", type=int, default=16384)
+    ap.add_argument("--seqlen", default="16384",
+                    help="sequence length, or several comma-separated (one process: one matmul, one start-up)")
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--providers", default="cuda,cupy,sdpa_flash,cudnn,flex")
@@ -153,13 +154,11 @@ def main():
                     help="also time a bf16 N^3 matmul, the GPU's tensor-core rate in this run (0: skip)")
     args = ap.parse_args()
 
-    s, d = args.seqlen, args.head_dim
-    b, h = max(1, 16384 // s), 2048 // d
+    d = args.head_dim
     dev = torch.device("cuda")
     gpu = torch.cuda.get_device_name()
     commit = git_commit()  # honours PYKERNELS_COMMIT on a copied tree without .git
     date = now_utc()
-    rows = []
     mm_tflops = None
     if args.matmul:
         n = args.matmul
@@ -175,42 +174,45 @@ def main():
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
         del a, bm
-    for variant in args.variants.split(","):
-        causal, window, sinks, alibi = VARIANTS[variant]
-        torch.manual_seed(0)
-        q, k, v = (torch.randn(b, s, h, d, device=dev, dtype=torch.bfloat16) for _ in range(3))
-        slopes = pykernels.alibi_slopes(h).to(dev) if alibi else None
-        flops = useful_flops(b, h, s, d, causal, window, sinks)
-        for prov in args.providers.split(","):
-            make = functools.partial(make_provider, prov, q, k, v, causal, window, sinks, slopes)
-            t = try_time(f"{variant:18s} {prov:11s}", make, args.warmup, args.reps)
-            if t is None:
-                continue
-            med, p20, p80 = t
-            row = dict(kernel="attention", mode="fwd", variant=variant, provider=prov, batch=b, seqlen=s, heads=h,
-                       head_dim=d, dtype="bf16", median_ms=med, p20_ms=p20, p80_ms=p80,
-                       tflops=flops / (med * 1e-3) / 1e12, gpu=gpu, torch=torch.__version__, cuda=torch.version.cuda,
-                       commit=commit, date=date)
-            rows.append(row)
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-        del q, k, v
-        torch.cuda.empty_cache()
+    for s in (int(x) for x in args.seqlen.split(",")):
+        b, h = max(1, 16384 // s), 2048 // d  # the setup: B * S = 16K, H * D = 2048
+        rows = []
+        for variant in args.variants.split(","):
+            causal, window, sinks, alibi = VARIANTS[variant]
+            torch.manual_seed(0)
+            q, k, v = (torch.randn(b, s, h, d, device=dev, dtype=torch.bfloat16) for _ in range(3))
+            slopes = pykernels.alibi_slopes(h).to(dev) if alibi else None
+            flops = useful_flops(b, h, s, d, causal, window, sinks)
+            for prov in args.providers.split(","):
+                make = functools.partial(make_provider, prov, q, k, v, causal, window, sinks, slopes)
+                t = try_time(f"{variant:18s} {prov:11s}", make, args.warmup, args.reps)
+                if t is None:
+                    continue
+                med, p20, p80 = t
+                row = dict(kernel="attention", mode="fwd", variant=variant, provider=prov, batch=b, seqlen=s, heads=h,
+                           head_dim=d, dtype="bf16", median_ms=med, p20_ms=p20, p80_ms=p80,
+                           tflops=flops / (med * 1e-3) / 1e12, gpu=gpu, torch=torch.__version__, cuda=torch.version.cuda,
+                           commit=commit, date=date)
+                rows.append(row)
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+            del q, k, v
+            torch.cuda.empty_cache()
 
-    print(f"\n{gpu}, B={b} S={s} H={h} D={d} bf16; useful TFLOP/s (median ms)")
-    if mm_tflops:
-        print(f"bf16 {args.matmul}^3 matmul in this run: {mm_tflops:.1f} TFLOP/s")
-    provs = [p for p in args.providers.split(",") if any(r["provider"] == p for r in rows)]
-    print(f"{'variant':18s}" + "".join(f"{p:>17s}" for p in provs))
-    for variant in args.variants.split(","):
-        cells = []
-        for p in provs:
-            r = next((r for r in rows if r["variant"] == variant and r["provider"] == p), None)
-            cells.append(f"{r['tflops']:7.1f} ({r['median_ms']:6.2f})" if r else f"{'-':>16s}")
-        ours = next((r for r in rows if r["variant"] == variant and r["provider"] == "cuda"), None)
-        share = f"   cuda = {100 * ours['tflops'] / mm_tflops:.0f}% of matmul" if ours and mm_tflops else ""
-        print(f"{variant:18s}" + "".join(f"{c:>17s}" for c in cells) + share)
+        print(f"\n{gpu}, B={b} S={s} H={h} D={d} bf16; useful TFLOP/s (median ms)")
+        if mm_tflops:
+            print(f"bf16 {args.matmul}^3 matmul in this run: {mm_tflops:.1f} TFLOP/s")
+        provs = [p for p in args.providers.split(",") if any(r["provider"] == p for r in rows)]
+        print(f"{'variant':18s}" + "".join(f"{p:>17s}" for p in provs))
+        for variant in args.variants.split(","):
+            cells = []
+            for p in provs:
+                r = next((r for r in rows if r["variant"] == variant and r["provider"] == p), None)
+                cells.append(f"{r['tflops']:7.1f} ({r['median_ms']:6.2f})" if r else f"{'-':>16s}")
+            ours = next((r for r in rows if r["variant"] == variant and r["provider"] == "cuda"), None)
+            share = f"   cuda = {100 * ours['tflops'] / mm_tflops:.0f}% of matmul" if ours and mm_tflops else ""
+            print(f"{variant:18s}" + "".join(f"{c:>17s}" for c in cells) + share)
 
 
 if __name__ == "__main__":
