@@ -23,9 +23,8 @@ namespace attention {
 // spans a wider band of keys, so more of its key tiles are part masked (H100,
 // 16K, profiling/results/h100-2026-12-07c/checks/ab_d64_pingpong.jsonl).
 // Queries that fit one 128-row tile gain nothing from 192 either.
-template <int kHeadDim>
-bool sm90_wide_rows(const FlashFwdParams& params) {
-  return kHeadDim == 64 && params.window_left < 0 && params.seqlen_q > 128;
+inline bool sm90_d64_wide_rows(const FlashFwdParams& params) {
+  return params.window_left < 0 && params.seqlen_q > 128;
 }
 
 template <int kHeadDim, int kBlockM, bool kIsBf16, bool kHasAlibi>
@@ -80,9 +79,10 @@ cudaError_t run_flash_fwd_(const FlashFwdParams& params, cudaStream_t stream) {
   return BOOL_SWITCH(scale_first, kHasAlibi, [&] {
     if (params.seqlen_q == 0 || params.batch == 0 || params.heads_q == 0) return cudaSuccess;
     if constexpr (kHeadDim == 64 || kHeadDim == 128) {
+      // Both row counts are built for the same architectures, so one answers for the other.
       if (sm90_kernel_runs_here(flash_fwd_sm90_kernel<kHeadDim, 128, kIsBf16, kHasAlibi>, "PYKERNELS_FWD_KERNEL")) {
         if constexpr (kHeadDim == 64 && PK_SM90_D64_WIDE) {
-          if (sm90_wide_rows<kHeadDim>(params)) return launch_flash_fwd_sm90<kHeadDim, 192, kIsBf16, kHasAlibi>(params, stream);
+          if (sm90_d64_wide_rows(params)) return launch_flash_fwd_sm90<kHeadDim, 192, kIsBf16, kHasAlibi>(params, stream);
         }
         return launch_flash_fwd_sm90<kHeadDim, 128, kIsBf16, kHasAlibi>(params, stream);
       }
