@@ -26,8 +26,6 @@
 //                   scattered 4-byte stores; measured slower on windows.)
 //                   (-DPK_SM90_PINGPONG=1: the warpgroups issue their wgmmas
 //                   in turns, hopper/warpgroup_turns.cuh.)
-//                   (-DPK_SM90_EXP2_POLY=n: n of every 8 key columns' exp2
-//                   on the FMA pipes, exp2_poly.cuh.)
 //
 // Persistent CTAs: one per SM, each walking work tiles (a query tile of one
 // (batch, head)) in a fixed order, so the producer loads the next tile's Q
@@ -293,7 +291,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
 
     // ALiBi, mask and online softmax of one S tile (fwd_tile_ops.cuh); returns with S = p.
     auto softmax_tile = [&](float (&S)[1][kNTiles][4], int col_lo, float (&alpha)[2]) {
-      scores_to_probs<kBlockN, kHasAlibi, Tr::kExp2Poly>(S, softmax, alpha, params, mask, exp2_scale, slope_log2, warp_row_lo,
+      scores_to_probs<kBlockN, kHasAlibi>(S, softmax, alpha, params, mask, exp2_scale, slope_log2, warp_row_lo,
                                           warp_row_hi, row0, col_lo, t, alibi_shifted, work.row_lo + mask.offset);
     };
     unsigned P[kPSteps][4];  // the register A operand of P V, one k16 step each

@@ -33,8 +33,7 @@ namespace attention {
 // its CTA would. Warp-uniform, so the branch never diverges. (A warp whose
 // rows all lie past Sq skips the mask: its scores are never stored, and keys
 // past Sk are zero-filled, so they stay finite.)
-// kPolyPer8: OnlineSoftmax::update's share of exponentials on the FMA pipes.
-template <int kBlockN, bool kHasAlibi, int kPolyPer8 = 0, int kMFrags, int kNTiles>
+template <int kBlockN, bool kHasAlibi, int kMFrags, int kNTiles>
 __device__ __forceinline__ void scores_to_probs(float (&S)[kMFrags][kNTiles][4], OnlineSoftmax<kMFrags>& softmax,
                                                 float (&alpha)[2 * kMFrags], const FlashFwdParams& params,
                                                 const Mask& mask, float exp2_scale, float slope_log2,
@@ -50,7 +49,7 @@ __device__ __forceinline__ void scores_to_probs(float (&S)[kMFrags][kNTiles][4],
   if (warp_row_lo < warp_row_hi && !key_tile_is_full<kBlockN>(mask, warp_row_lo, warp_row_hi, col_lo)) {
     apply_mask(S, mask, row0, col_lo + 2 * t);
   }
-  softmax.template update<kPolyPer8>(S, exp2_scale, alpha);
+  softmax.update(S, exp2_scale, alpha);
 }
 
 // O *= alpha per row (row r = 2 mf + half). With kLazy the warp votes first:

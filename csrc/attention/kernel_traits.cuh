@@ -43,11 +43,6 @@
 #ifndef PK_SM90_PINGPONG
 #define PK_SM90_PINGPONG 0
 #endif
-// n of every 8 key columns' p = exp2(x) by a polynomial on the FMA pipes
-// instead of MUFU's ex2 (exp2_poly.cuh); -DPK_SM90_EXP2_POLY=n, 0 to 8.
-#ifndef PK_SM90_EXP2_POLY
-#define PK_SM90_EXP2_POLY 0
-#endif
 
 namespace pykernels {
 namespace attention {
@@ -158,14 +153,12 @@ struct FwdSm90Traits {
   static constexpr bool kTmaLoad = PK_SM90_TMA_LOAD;
   static constexpr bool kTmaStore = PK_SM90_TMA_STORE;
   static constexpr bool kPingPong = PK_SM90_PINGPONG;
-  static constexpr int kExp2Poly = PK_SM90_EXP2_POLY;
   static constexpr int kTileBytes = kHeadDim * 2;  // per row; times the rows below
   static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
   // Q, kStages K and V tiles, the out tile, the barriers, and 1024 bytes to
   // align the swizzled blocks.
   static constexpr int kSmemBytes =
       kTileBytes * (kBlockM + 2 * kStages * kBlockN + (kTmaStore ? kBlockM : 0)) + kBarrierBytes + 1024;
-  static_assert(kExp2Poly >= 0 && kExp2Poly <= 8, "PK_SM90_EXP2_POLY counts columns of every 8");
   static_assert(kHeadDim == 64 || kHeadDim == 128, "the sm90 forward takes head dims 64 and 128");
   static_assert(kBlockM == 128 || (kBlockM == 192 && kHeadDim == 64), "192-row tiles are d = 64's alone");
   static_assert(register_split_fits(kProducerThreads, kProducerRegs, 32 * kConsumerWarps, kConsumerRegs),

@@ -23,7 +23,6 @@
 #pragma once
 
 #include "attention/alibi.cuh"
-#include "attention/exp2_poly.cuh"
 
 namespace pykernels {
 namespace attention {
@@ -72,10 +71,7 @@ struct OnlineSoftmax {
   // softmax_scale_log2, folded into the exp2's FFMA; or 1 when ALiBi already
   // converted S). Overwrites S with p and returns, per row, the factor
   // alpha = exp2(m_old - m_new) by which the caller rescales its output rows.
-  // kPolyPer8 of every 8 key columns' p come from exp2_poly (the FMA pipes),
-  // the rest from ex2 (MUFU); 0 in the mma.sync kernel, FwdSm90Traits's
-  // kExp2Poly in the Hopper one.
-  template <int kPolyPer8 = 0, int kNTiles>
+  template <int kNTiles>
   __device__ __forceinline__ void update(float (&S)[kMFrags][kNTiles][4], float scale, float (&alpha)[kRows]) {
 #pragma unroll
     for (int mf = 0; mf < kMFrags; ++mf)
@@ -96,8 +92,7 @@ struct OnlineSoftmax {
         for (int j = 0; j < kNTiles; ++j)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const float x = fmaf(S[mf][j][2 * h + e], scale, -m_use);
-            const float p = (j % 8 < kPolyPer8) ? exp2_poly(x) : exp2f(x);
+            const float p = exp2f(fmaf(S[mf][j][2 * h + e], scale, -m_use));
             S[mf][j][2 * h + e] = p;
             sum += p;
           }
@@ -106,16 +101,13 @@ struct OnlineSoftmax {
   }
 
   // After the last tile: the full row sums, 1 / l for the output (0 for a row
-  // that saw nothing), and the natural-log lse. A row that saw a key (or a
-  // sink) has l >= 1, its maximum's own exp2(0); a row that saw none has 0
-  // from ex2, or at most 2^-126 per masked key from exp2_poly: hence 1/2.
+  // that saw nothing), and the natural-log lse.
   __device__ __forceinline__ void finalize(float (&inv_l)[kRows], float (&lse)[kRows]) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const float sum = quad_sum(l[r]);
-      const bool seen = sum >= 0.5f;
-      inv_l[r] = seen ? 1.f / sum : 0.f;
-      lse[r] = seen ? (m[r] + log2f(sum)) * LN2 : neg_inf();
+      inv_l[r] = (sum > 0.f) ? 1.f / sum : 0.f;
+      lse[r] = (sum > 0.f) ? (m[r] + log2f(sum)) * LN2 : neg_inf();
     }
   }
 };
