@@ -28,7 +28,7 @@
 //                   in turns, hopper/warpgroup_turns.cuh.)
 //
 // Persistent CTAs: one per SM, each walking work tiles (a query tile of one
-// (batch, head)) in a fixed order, so the producer loads the next tile's Q
+// (batch, head)) in a fixed order (hopper/work_order.cuh), so the producer loads the next tile's Q
 // and first K/V while the consumers still finish and store the last one; a
 // 1024-wide window (9 key tiles per query tile) no longer pays a CTA launch
 // and cold loads per 9 tiles (it still drains the consumers' S / P V overlap
@@ -116,6 +116,27 @@ struct Sm90FwdMaps {
   TmaMap q, k, v, o;
 };
 
+// The kernel's work order (hopper/work_order.cuh), for the producer and the
+// consumers alike: the grid once per CTA, then work tile w of it.
+template <int kHeadDim, int kBlockM_>
+__device__ __forceinline__ WorkGrid work_grid(const FlashFwdParams& params, int m_blocks) {
+  return WorkGrid::make(params.batch, params.heads_q, params.heads_kv, params.seqlen_k, m_blocks, kHeadDim,
+                        FwdSm90Traits<kHeadDim, kBlockM_>::kL2SectionMB);
+}
+
+template <int kHeadDim, int kBlockM_>
+__device__ __forceinline__ QueryTileWork<kBlockM_, FwdSm90Traits<kHeadDim, kBlockM_>::kBlockN> work_at(
+    const FlashFwdParams& params, const WorkGrid& grid, int w) {
+  using Work = QueryTileWork<kBlockM_, FwdSm90Traits<kHeadDim, kBlockM_>::kBlockN>;
+  if constexpr (FwdSm90Traits<kHeadDim, kBlockM_>::kL2SectionMB == 0) {
+    return Work::at(params, w % grid.bh_count, grid.m_blocks - 1 - w / grid.bh_count);
+  } else {
+    int bh, m;
+    grid.at(w, bh, m);
+    return Work::at(params, bh, m);
+  }
+}
+
 // out = O / l of one warp's 16 x kHeadDim fragment into its shared tile
 // (Sm90Smem::o_warp, a SwizzledTile<16, kHeadDim>), in the 16-bit input
 // type. One stmatrix.x4 takes two 8-column tiles of both 8-row halves:
@@ -165,14 +186,13 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
       arrive_on_copies(full);
     }
   };
-  const int bh_count = params.batch * params.heads_q;
+  const WorkGrid grid = work_grid<kHeadDim, kBlockM_>(params, m_blocks);
   RingSlot<Tr::kStages> k_slot, v_slot;
   int q_uses = 0;  // work tiles that loaded Q so far
   for (int i = 0;; ++i) {
     const int w = work_tile(i, blockIdx.x, gridDim.x, n_work);
     if (w < 0) break;
-    const QueryTileWork<kBlockM, kBlockN> work = QueryTileWork<kBlockM, kBlockN>::at(params, w % bh_count,
-                                                                                        m_blocks - 1 - w / bh_count);
+    const QueryTileWork<kBlockM, kBlockN> work = sm90::work_at<kHeadDim, kBlockM_>(params, grid, w);
     const int n_tiles = work.tiles.count();
     if (n_tiles == 0) continue;
     const elem* q_head = head_rows<const elem>(params.q, work.b, work.h, params.q_batch_stride, params.q_head_stride);
@@ -218,7 +238,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   constexpr int kNTiles = kBlockN / 8, kDTiles = kHeadDim / 8, kPSteps = kBlockN / 16;
   const int wg = warp / 4, warp_in_wg = warp % 4;
   const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates (mma.cuh)
-  const int bh_count = params.batch * params.heads_q;
+  const sm90::WorkGrid grid = sm90::work_grid<kHeadDim, kBlockM_>(params, m_blocks);
   const float exp2_scale = kHasAlibi ? 1.f : params.softmax_scale_log2;
 
   // Descriptors: Q and K are K-major (a k16 step = +32 bytes, a new 64-column
@@ -262,8 +282,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   for (int i = 0;; ++i) {
     const int w = sm90::work_tile(i, blockIdx.x, gridDim.x, n_work);
     if (w < 0) break;
-    const QueryTileWork<kBlockM, kBlockN> work = QueryTileWork<kBlockM, kBlockN>::at(params, w % bh_count,
-                                                                                        m_blocks - 1 - w / bh_count);
+    const QueryTileWork<kBlockM, kBlockN> work = sm90::work_at<kHeadDim, kBlockM_>(params, grid, w);
     const Mask& mask = work.mask;
     const int n_tiles = work.tiles.count();
     const float slope_log2 =

@@ -43,6 +43,11 @@
 #ifndef PK_SM90_PINGPONG
 #define PK_SM90_PINGPONG 0
 #endif
+// Work tiles in L2-sized sections of heads (hopper/work_order.cuh, WorkGrid);
+// -DPK_SM90_L2_SECTION_MB=n, 0 (the default order) until an A/B says otherwise.
+#ifndef PK_SM90_L2_SECTION_MB
+#define PK_SM90_L2_SECTION_MB 0
+#endif
 
 namespace pykernels {
 namespace attention {
@@ -153,6 +158,7 @@ struct FwdSm90Traits {
   static constexpr bool kTmaLoad = PK_SM90_TMA_LOAD;
   static constexpr bool kTmaStore = PK_SM90_TMA_STORE;
   static constexpr bool kPingPong = PK_SM90_PINGPONG;
+  static constexpr int kL2SectionMB = PK_SM90_L2_SECTION_MB;
   static constexpr int kTileBytes = kHeadDim * 2;  // per row; times the rows below
   static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
   // Q, kStages K and V tiles, the out tile, the barriers, and 1024 bytes to

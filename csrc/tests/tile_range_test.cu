@@ -95,7 +95,54 @@ void check_work_order(int n_work, int ctas) {
     if (taken[w] != 1) fail_order("a tile taken other than once", w);
 }
 
+// WorkGrid (-DPK_SM90_L2_SECTION_MB): every (batch, head, query tile) is one
+// work tile exactly; section_mb = 0 is the default order; a section's heads
+// stay within one section.
+void check_work_grid(int batch, int heads_q, int heads_kv, int seqlen_k, int m_blocks, int section_mb) {
+  using pykernels::attention::sm90::WorkGrid;
+  const WorkGrid g = WorkGrid::make(batch, heads_q, heads_kv, seqlen_k, m_blocks, 128, section_mb);
+  auto fail_grid = [&](const char* what, int w) {
+    if (++failures <= 20)
+      std::printf("FAIL work grid: %s: B=%d Hq=%d Hkv=%d Sk=%d Mq=%d MB=%d section=%d w=%d\n", what, batch, heads_q,
+                  heads_kv, seqlen_k, m_blocks, section_mb, g.section, w);
+  };
+  const int bh_count = batch * heads_q, n_work = bh_count * m_blocks;
+  if (g.section < 1 || g.section > bh_count) fail_grid("section size out of range", -1);
+  if (section_mb == 0 && g.section != bh_count) fail_grid("no section size, yet more than one section", -1);
+  std::vector<int> taken(n_work, 0);
+  for (int w = 0; w < n_work; ++w) {
+    int bh = -1, m = -1;
+    g.at(w, bh, m);
+    if (bh < 0 || bh >= bh_count || m < 0 || m >= m_blocks) {
+      fail_grid("outside the grid", w);
+      continue;
+    }
+    ++taken[bh * m_blocks + m];
+    if (bh / g.section != w / (g.section * m_blocks)) fail_grid("a head outside its section", w);
+    if (section_mb == 0 && (bh != w % bh_count || m != m_blocks - 1 - w / bh_count))
+      fail_grid("not the default order", w);
+  }
+  for (int i = 0; i < n_work; ++i)
+    if (taken[i] != 1) fail_grid("a tile taken other than once", i);
+}
+
 int main() {
+  {  // K + V of one head at 1K, d = 128: 512 KB, so 64 heads per 32 MB (8 query heads per KV head: all 256)
+    using pykernels::attention::sm90::WorkGrid;
+    if (WorkGrid::make(16, 16, 16, 1024, 8, 128, 32).section != 64 ||
+        WorkGrid::make(16, 16, 2, 1024, 8, 128, 32).section != 256 ||
+        WorkGrid::make(1, 16, 16, 16384, 128, 128, 32).section != 4) {
+      ++failures;
+      std::printf("FAIL work grid: section sizes\n");
+    }
+  }
+  for (int section_mb : {0, 1, 32})
+    for (int sk : {1, 1024, 16384, 1 << 20})
+      for (int hq_hkv : {1, 4, 8}) {
+        check_work_grid(16, 16, 16 / hq_hkv, sk, 8, section_mb);
+        check_work_grid(3, 8, 8 / hq_hkv, sk, 5, section_mb);
+        check_work_grid(1, 8, 8 / hq_hkv, sk, 1, section_mb);
+      }
   for (int n_work : {1, 2, 7, 131, 132, 133, 264, 1000, 2048})
     for (int ctas : {1, 2, 3, 132})
       if (ctas <= n_work) check_work_order(n_work, ctas);  // the launcher starts min(SMs, work) CTAs
@@ -115,7 +162,7 @@ int main() {
                 check<4, 8>(sq, sk, left, right, sink, causal, offset);
                 ++cases;
               }
-  std::printf("%s: %ld mask cases x 3 tile shapes and the sm90 work order, %d failures\n", failures ? "FAILED" : "tile_range_test passed",
+  std::printf("%s: %ld mask cases x 3 tile shapes, the sm90 work order and work grid, %d failures\n", failures ? "FAILED" : "tile_range_test passed",
               cases, failures);
   return failures ? 1 : 0;
 }

@@ -13,6 +13,47 @@ namespace pykernels {
 namespace attention {
 namespace sm90 {
 
+// Which (batch, head) bh and query tile m work tile w is.
+//
+// Default: bh = w % BH, m = Mq - 1 - w / BH, as above. With
+// -DPK_SM90_L2_SECTION_MB=n (an experiment, off: not yet timed), the
+// (batch, head)s are cut into sections whose K and V fit in n MB, and the
+// order above runs within one section before the next. Why: in the default
+// order the CTAs that run at the same time work on up to G different heads.
+// At S = 1K (B = 16, H = 16: 256 heads, 8 query tiles each) each of a
+// head's 8 query tiles then reads its K and V again, mostly from HBM: by
+// estimate about 590 MB of reads for 134 MB of K and V, near the whole
+// 0.28 ms the kernel took there (249 TFLOP/s against cuDNN's 425, H100,
+// profiling/results/h100-2026-12-07d/checks/). Within a section, the query
+// tiles of one head run side by side and share its K and V in L2. The
+// section's size is rounded down to whole heads; query heads that share a
+// KV head count once, and the last section may be smaller.
+struct WorkGrid {
+  int bh_count, m_blocks;
+  int section;  // (batch, head)s per section; bh_count: a single section, the default order
+
+  __host__ __device__ __forceinline__ static WorkGrid make(int batch, int heads_q, int heads_kv, int seqlen_k,
+                                                           int m_blocks, int head_dim, int section_mb) {
+    WorkGrid g{batch * heads_q, m_blocks, batch * heads_q};
+    if (section_mb > 0) {
+      // K and V of one KV head: seqlen_k rows of head_dim 16-bit values, twice.
+      const long long kv_bytes = 4ll * head_dim * (seqlen_k > 0 ? seqlen_k : 1);
+      const long long heads = (static_cast<long long>(section_mb) << 20) / kv_bytes * (heads_q / heads_kv);
+      g.section = static_cast<int>(heads < 1 ? 1 : (heads < g.bh_count ? heads : g.bh_count));
+    }
+    return g;
+  }
+
+  __host__ __device__ __forceinline__ void at(int w, int& bh, int& m) const {
+    const int per_section = section * m_blocks;  // < 2^31: at most the launcher's n_work
+    const int sec = w / per_section, r = w - sec * per_section;
+    const int first = sec * section;
+    const int heads = section < bh_count - first ? section : bh_count - first;
+    m = m_blocks - 1 - r / heads;
+    bh = first + r % heads;
+  }
+};
+
 // The i-th work tile of CTA `cta` out of `ctas`, or -1 past the end.
 __host__ __device__ __forceinline__ int work_tile(int i, int cta, int ctas, int n_work) {
   const int pos = (i & 1) ? ctas - 1 - cta : cta;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One GPU call: the Hopper forward's L2-sectioned work order
+# (-DPK_SM90_L2_SECTION_MB, hopper/work_order.cuh) against the default order.
+# It runs an A/B (attn_ab.py: the builds side by side, timed in rotating turns)
+# at d = 128 for S = 1K, 2K, 4K and 16K and at d = 64 for S = 1K and 16K.
+# Then it runs the attention GPU tests on a 1 MB build. Sections that small
+# cut even the tests' shapes into several sections. Each step has its
+# own time limit. About 4 minutes on an H100.
+#
+#   PYKERNELS_COMMIT=<sha> bash scripts/dev/l2_order_ab.sh OUTDIR
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:?usage: l2_order_ab.sh OUTDIR}
+mkdir -p "$OUT"
+export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
+V="base= l2_16=-DPK_SM90_L2_SECTION_MB=16 l2_32=-DPK_SM90_L2_SECTION_MB=32"
+ab() {  # head dim, seqlen
+  timeout 120 python3 scripts/dev/attn_ab.py $V --head-dim "$1" --seqlen "$2" --rounds 5 --reps 10 \
+    --out "$OUT/ab_l2.jsonl" >> "$OUT/ab_l2.log" 2>&1
+  echo "=== d=$1 S=$2: exit $?"
+  grep -A5 "^A/B" "$OUT/ab_l2.log" | tail -6
+}
+for s in 1024 2048 4096 16384; do ab 128 "$s"; done
+for s in 1024 16384; do ab 64 "$s"; done
+PK_DEV_FLAGS="-DPK_SM90_L2_SECTION_MB=1" timeout 150 python3 scripts/dev/attn_dev.py --tests > "$OUT/tests_l2.log" 2>&1
+echo "=== tests on the 1 MB-section build: exit $?"
+tail -n 2 "$OUT/tests_l2.log"
