@@ -143,7 +143,8 @@ def raise_recompile_limit() -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_flex():
+def compiled_flex():
+    """torch.compile(flex_attention), one wrapper per process, with the recompile limit raised."""
     from torch.nn.attention.flex_attention import flex_attention
 
     raise_recompile_limit()
@@ -160,7 +161,7 @@ def _flex_prepare(variant: Variant, heads: int, seqlen: int, dtype, device):
 
 def _flex_call(q, k, v, variant: Variant, state):
     block_mask, score_mod = state
-    return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask)
+    return compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask)
 
 
 def _flex_how(variant: Variant, heads: int) -> str:

@@ -30,7 +30,7 @@ import torch
 import pykernels
 from profiling.common import cover_host_overhead, git_commit, now_utc
 from profiling.counting import matmul_flops
-from profiling.providers import raise_recompile_limit
+from profiling.providers import compiled_flex
 from profiling.variants import Variant
 from pykernels.masks import MaskSpec
 
@@ -132,14 +132,13 @@ def make_provider(name, q, k, v, causal, window, sinks, slopes):
 
         return run
     if name == "flex":
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+        from torch.nn.attention.flex_attention import create_block_mask
 
         mask_mod, score_mod = flex_mods(causal, window, sinks, slopes is not None, h, q.device)
         block_mask = create_block_mask(mask_mod, None, None, s, s, device=q.device)
-        # One compile per (shape, mask): a --seqlen list passes Dynamo's default
-        # limit of 8, past which Flex would be timed unfused.
-        raise_recompile_limit()
-        compiled = torch.compile(flex_attention, dynamic=False)
+        # The profiler's compiled Flex: a --seqlen list compiles once per (shape,
+        # mask), past Dynamo's default limit, which compiled_flex raises.
+        compiled = compiled_flex()
         return lambda: compiled(qt, kt, vt, score_mod=score_mod, block_mask=block_mask)
     raise ValueError(f"unknown provider {name}")
 
