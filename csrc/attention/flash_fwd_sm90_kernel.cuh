@@ -127,14 +127,10 @@ __device__ __forceinline__ WorkGrid work_grid(const FlashFwdParams& params, int 
 template <int kHeadDim, int kBlockM_>
 __device__ __forceinline__ QueryTileWork<kBlockM_, FwdSm90Traits<kHeadDim, kBlockM_>::kBlockN> work_at(
     const FlashFwdParams& params, const WorkGrid& grid, int w) {
-  using Work = QueryTileWork<kBlockM_, FwdSm90Traits<kHeadDim, kBlockM_>::kBlockN>;
-  if constexpr (FwdSm90Traits<kHeadDim, kBlockM_>::kL2SectionMB == 0) {
-    return Work::at(params, w % grid.bh_count, grid.m_blocks - 1 - w / grid.bh_count);
-  } else {
-    int bh, m;
-    grid.at(w, bh, m);
-    return Work::at(params, bh, m);
-  }
+  using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
+  int bh, m;
+  grid.at<(Tr::kL2SectionMB > 0)>(w, bh, m);
+  return QueryTileWork<kBlockM_, Tr::kBlockN>::at(params, bh, m);
 }
 
 // out = O / l of one warp's 16 x kHeadDim fragment into its shared tile

@@ -111,16 +111,17 @@ void check_work_grid(int batch, int heads_q, int heads_kv, int seqlen_k, int m_b
   if (section_mb == 0 && g.section != bh_count) fail_grid("no section size, yet more than one section", -1);
   std::vector<int> taken(n_work, 0);
   for (int w = 0; w < n_work; ++w) {
-    int bh = -1, m = -1;
-    g.at(w, bh, m);
+    int bh = -1, m = -1, bh0 = -1, m0 = -1;
+    g.at<true>(w, bh, m);
+    g.at<false>(w, bh0, m0);  // the default order, as the default build takes it
     if (bh < 0 || bh >= bh_count || m < 0 || m >= m_blocks) {
       fail_grid("outside the grid", w);
       continue;
     }
     ++taken[bh * m_blocks + m];
     if (bh / g.section != w / (g.section * m_blocks)) fail_grid("a head outside its section", w);
-    if (section_mb == 0 && (bh != w % bh_count || m != m_blocks - 1 - w / bh_count))
-      fail_grid("not the default order", w);
+    if (bh0 != w % bh_count || m0 != m_blocks - 1 - w / bh_count) fail_grid("not the default order", w);
+    if (section_mb == 0 && (bh != bh0 || m != m0)) fail_grid("a single section, yet not the default order", w);
   }
   for (int i = 0; i < n_work; ++i)
     if (taken[i] != 1) fail_grid("a tile taken other than once", i);

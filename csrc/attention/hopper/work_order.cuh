@@ -44,7 +44,15 @@ struct WorkGrid {
     return g;
   }
 
+  // kSections = false takes the default order without a section's divisions
+  // (the knob's value is compile-time, so the default build pays nothing).
+  template <bool kSections>
   __host__ __device__ __forceinline__ void at(int w, int& bh, int& m) const {
+    if (!kSections) {
+      bh = w % bh_count;
+      m = m_blocks - 1 - w / bh_count;
+      return;
+    }
     const int per_section = section * m_blocks;  // < 2^31: at most the launcher's n_work
     const int sec = w / per_section, r = w - sec * per_section;
     const int first = sec * section;
