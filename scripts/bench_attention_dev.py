@@ -196,6 +196,8 @@ def main():
                            head_dim=d, dtype="bf16", median_ms=med, p20_ms=p20, p80_ms=p80,
                            tflops=flops / (med * 1e-3) / 1e12, gpu=gpu, torch=torch.__version__, cuda=torch.version.cuda,
                            commit=commit, date=date)
+                if os.environ.get("PK_DEV_FLAGS"):  # a knob build (scripts/dev/attn_dev.py): say which
+                    row["build_flags"] = os.environ["PK_DEV_FLAGS"]
                 rows.append(row)
                 if args.out:
                     with open(args.out, "a") as f:

@@ -4,8 +4,11 @@
 # It runs an A/B (attn_ab.py: the builds side by side, timed in rotating turns)
 # at d = 128 for S = 1K, 2K, 4K and 16K and at d = 64 for S = 1K and 16K.
 # Then it runs the attention GPU tests on a 1 MB build. Sections that small
-# cut even the tests' shapes into several sections. Each step has its
-# own time limit. About 4 minutes on an H100.
+# cut even the tests' shapes into several sections. Last, the peers
+# (SDPA flash, cuDNN, Flex) at d = 128 and S = 1K to 8K against a
+# PEERS_MB-section build (default 16; PEERS_MB=0 leaves it out), so that the
+# order, if it wins, has same-run ratios. Each step has its own time limit.
+# About 7 minutes on an H100.
 #
 #   PYKERNELS_COMMIT=<sha> bash scripts/dev/l2_order_ab.sh OUTDIR
 set -uo pipefail
@@ -26,3 +29,11 @@ for s in 1024 16384; do ab 64 "$s"; done
 PK_DEV_FLAGS="-DPK_SM90_L2_SECTION_MB=1" timeout 150 python3 scripts/dev/attn_dev.py --tests > "$OUT/tests_l2.log" 2>&1
 echo "=== tests on the 1 MB-section build: exit $?"
 tail -n 2 "$OUT/tests_l2.log"
+PEERS_MB=${PEERS_MB:-16}
+if [ "$PEERS_MB" != 0 ]; then
+  PK_DEV_FLAGS="-DPK_SM90_L2_SECTION_MB=$PEERS_MB" timeout 200 python3 scripts/dev/attn_dev.py --bench \
+    --providers cuda,sdpa_flash,cudnn,flex --seqlen 1024,2048,4096,8192 --matmul 0 --reps 10 \
+    --out "$OUT/peers_l2.jsonl" > "$OUT/peers_l2.log" 2>&1
+  echo "=== peers on the ${PEERS_MB} MB-section build: exit $?"
+  grep -v '^\[\|ptxas\|^nvcc\|Function prop\|bytes stack\|Used \|Compiling entry\|c++ -MMD' "$OUT/peers_l2.log" | tail -n 28
+fi
