@@ -24,8 +24,10 @@ ab() {  # head dim, seqlen
   echo "=== d=$1 S=$2: exit $?"
   grep -A5 "^A/B" "$OUT/ab_l2.log" | tail -6
 }
-for s in 1024 2048 4096 16384; do ab 128 "$s"; done
-for s in 1024 16384; do ab 64 "$s"; done
+# Most telling first, in case the call runs short: the A/B where the gap is
+# (1K, 4K) and where the kernel is already fast (16K), the tests, the peers,
+# then the remaining A/B shapes.
+for s in 1024 16384 4096; do ab 128 "$s"; done
 PK_DEV_FLAGS="-DPK_SM90_L2_SECTION_MB=1" timeout 150 python3 scripts/dev/attn_dev.py --tests > "$OUT/tests_l2.log" 2>&1
 echo "=== tests on the 1 MB-section build: exit $?"
 tail -n 2 "$OUT/tests_l2.log"
@@ -37,3 +39,5 @@ if [ "$PEERS_MB" != 0 ]; then
   echo "=== peers on the ${PEERS_MB} MB-section build: exit $?"
   grep -v '^\[\|ptxas\|^nvcc\|Function prop\|bytes stack\|Used \|Compiling entry\|c++ -MMD' "$OUT/peers_l2.log" | tail -n 28
 fi
+ab 128 2048
+for s in 16384 1024; do ab 64 "$s"; done
