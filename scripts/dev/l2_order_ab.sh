@@ -17,7 +17,7 @@ OUT=${1:?usage: l2_order_ab.sh OUTDIR}
 mkdir -p "$OUT"
 export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
-V="base= l2_16=-DPK_SM90_L2_SECTION_MB=16 l2_32=-DPK_SM90_L2_SECTION_MB=32"
+V=${V:-"base= l2_16=-DPK_SM90_L2_SECTION_MB=16"}  # add l2_32=-DPK_SM90_L2_SECTION_MB=32 etc. to compare sizes
 ab() {  # head dim, seqlen
   timeout 120 python3 scripts/dev/attn_ab.py $V --head-dim "$1" --seqlen "$2" --rounds 5 --reps 10 \
     --out "$OUT/ab_l2.jsonl" >> "$OUT/ab_l2.log" 2>&1
