@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # One GPU call: the Hopper forward's L2-sectioned work order
 # (-DPK_SM90_L2_SECTION_MB, hopper/work_order.cuh) against the default order.
-# It runs an A/B (attn_ab.py: the builds side by side, timed in rotating turns)
-# at d = 128 for S = 1K, 2K, 4K and 16K and at d = 64 for S = 1K and 16K.
-# Then it runs the attention GPU tests on a 1 MB build. Sections that small
-# cut even the tests' shapes into several sections. Last, the peers
-# (SDPA flash, cuDNN, Flex) at d = 128 and S = 1K to 8K against a
-# PEERS_MB-section build (default 16; PEERS_MB=0 leaves it out), so that the
-# order, if it wins, has same-run ratios. Each step has its own time limit.
-# About 7 minutes on an H100.
+# The steps, most telling first, so that a call cut short by the device's
+# time limit still brings back what matters (each step has its own limit):
+# 1. the A/B (attn_ab.py: builds side by side, timed in rotating turns) at
+#    d = 128 for S = 1K, 16K and 4K, base against 16 MB sections (V= names
+#    other builds, e.g. V="base= l2_16=-D...=16 l2_32=-D...=32");
+# 2. the attention GPU tests on a 1 MB build: sections that small cut even
+#    the tests' shapes into several sections;
+# 3. the peers (SDPA flash, cuDNN, Flex) at d = 128, S = 1K to 8K, on a
+#    PEERS_MB-section build (default 16; 0 leaves it out), so that the order,
+#    if it wins, has same-run ratios;
+# 4. the rest of the A/B: d = 128 at 2K, d = 64 at 16K and 1K.
+# Not yet run; estimated at about 6 minutes on an H100 (4 builds of ~30 s,
+# the timed runs, Flex's compiles).
 #
 #   PYKERNELS_COMMIT=<sha> bash scripts/dev/l2_order_ab.sh OUTDIR
 set -uo pipefail
