@@ -14,15 +14,7 @@ OUT=${1:?usage: fwd_check.sh OUTDIR}
 mkdir -p "$OUT"
 export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 P=cuda,cuda_sm80,sdpa_flash,cudnn,flex
-quiet() { grep -v '^\[\|ptxas\|^nvcc\|Function prop\|bytes stack\|Used \|Compiling entry\|c++ -MMD'; }
-step() {  # limit, log name, command...
-  local limit=$1 name=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" >> "$OUT/$name.log" 2>&1
-  local rc=$?
-  echo "=== $name: exit $rc after $(( $(date +%s) - t0 ))s"
-  quiet < "$OUT/$name.log" | tail -n "${TAIL:-12}"
-}
+source scripts/dev/steps.sh  # step LIMIT NAME CMD...: a time limit, $OUT/NAME.log, its tail
 nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
 TAIL=16 step 200 tests_d128 python3 scripts/dev/attn_dev.py --tests --bench --providers $P --head-dim 128 --out "$OUT/fwd_dev.jsonl"
 # SKIP="d128_32k long_1m" leaves out those two (e.g. when their kernels' PTX did not change).

@@ -23,26 +23,19 @@ mkdir -p "$OUT"
 export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 V=${V:-"base= l2_16=-DPK_SM90_L2_SECTION_MB=16"}  # add l2_32=-DPK_SM90_L2_SECTION_MB=32 etc. to compare sizes
-ab() {  # head dim, seqlen
-  timeout 120 python3 scripts/dev/attn_ab.py $V --head-dim "$1" --seqlen "$2" --rounds 5 --reps 10 \
-    --out "$OUT/ab_l2.jsonl" >> "$OUT/ab_l2.log" 2>&1
-  echo "=== d=$1 S=$2: exit $?"
-  grep -A5 "^A/B" "$OUT/ab_l2.log" | tail -6
+source scripts/dev/steps.sh  # step LIMIT NAME CMD...: a time limit, $OUT/NAME.log, its tail
+ab() {  # head dim, seqlen; the tail is the A/B's table (title, header, 4 variants)
+  TAIL=6 step 120 ab_l2 python3 scripts/dev/attn_ab.py $V --head-dim "$1" --seqlen "$2" --rounds 5 --reps 10 \
+    --out "$OUT/ab_l2.jsonl"
 }
 # Most telling first, in case the call runs short: the A/B where the gap is
 # (1K, 4K) and where the kernel is already fast (16K), the tests, the peers,
 # then the remaining A/B shapes.
 for s in 1024 16384 4096; do ab 128 "$s"; done
-PK_DEV_FLAGS="-DPK_SM90_L2_SECTION_MB=1" timeout 150 python3 scripts/dev/attn_dev.py --tests > "$OUT/tests_l2.log" 2>&1
-echo "=== tests on the 1 MB-section build: exit $?"
-tail -n 2 "$OUT/tests_l2.log"
+PK_DEV_FLAGS="-DPK_SM90_L2_SECTION_MB=1" TAIL=2 step 150 tests_l2 python3 scripts/dev/attn_dev.py --tests
 PEERS_MB=${PEERS_MB:-16}
-if [ "$PEERS_MB" != 0 ]; then
-  PK_DEV_FLAGS="-DPK_SM90_L2_SECTION_MB=$PEERS_MB" timeout 200 python3 scripts/dev/attn_dev.py --bench \
-    --providers cuda,sdpa_flash,cudnn,flex --seqlen 1024,2048,4096,8192 --matmul 0 --reps 10 \
-    --out "$OUT/peers_l2.jsonl" > "$OUT/peers_l2.log" 2>&1
-  echo "=== peers on the ${PEERS_MB} MB-section build: exit $?"
-  grep -v '^\[\|ptxas\|^nvcc\|Function prop\|bytes stack\|Used \|Compiling entry\|c++ -MMD' "$OUT/peers_l2.log" | tail -n 28
-fi
+[ "$PEERS_MB" != 0 ] && PK_DEV_FLAGS="-DPK_SM90_L2_SECTION_MB=$PEERS_MB" TAIL=28 step 200 peers_l2 \
+  python3 scripts/dev/attn_dev.py --bench --providers cuda,sdpa_flash,cudnn,flex --seqlen 1024,2048,4096,8192 \
+  --matmul 0 --reps 10 --out "$OUT/peers_l2.jsonl"
 ab 128 2048
 for s in 16384 1024; do ab 64 "$s"; done
