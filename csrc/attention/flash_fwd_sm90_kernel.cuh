@@ -121,7 +121,7 @@ struct Sm90FwdMaps {
 template <int kHeadDim, int kBlockM_>
 __device__ __forceinline__ WorkGrid work_grid(const FlashFwdParams& params, int m_blocks) {
   return WorkGrid::make(params.batch, params.heads_q, params.heads_kv, params.seqlen_k, m_blocks, kHeadDim,
-                        FwdSm90Traits<kHeadDim, kBlockM_>::kL2SectionMB);
+                        section_mb_for(params.seqlen_k, FwdSm90Traits<kHeadDim, kBlockM_>::kL2SectionMB));
 }
 
 template <int kHeadDim, int kBlockM_>
@@ -129,7 +129,7 @@ __device__ __forceinline__ QueryTileWork<kBlockM_, FwdSm90Traits<kHeadDim, kBloc
     const FlashFwdParams& params, const WorkGrid& grid, int w) {
   using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
   int bh, m;
-  grid.at<(Tr::kL2SectionMB > 0)>(w, bh, m);
+  grid.at<(Tr::kL2SectionMB != 0)>(w, bh, m);
   return QueryTileWork<kBlockM_, Tr::kBlockN>::at(params, bh, m);
 }
 

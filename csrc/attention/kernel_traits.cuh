@@ -43,10 +43,11 @@
 #ifndef PK_SM90_PINGPONG
 #define PK_SM90_PINGPONG 0
 #endif
-// Work tiles in L2-sized sections of heads (hopper/work_order.cuh, WorkGrid);
-// -DPK_SM90_L2_SECTION_MB=n, 0 (the default order) until an A/B says otherwise.
+// Work tiles in L2-sized sections of heads (hopper/work_order.cuh, WorkGrid):
+// -1 (the default) picks per launch from seqlen_k (section_mb_for, with the
+// A/B behind it); -DPK_SM90_L2_SECTION_MB=n forces n MB, 0 the plain order.
 #ifndef PK_SM90_L2_SECTION_MB
-#define PK_SM90_L2_SECTION_MB 0
+#define PK_SM90_L2_SECTION_MB -1
 #endif
 
 namespace pykernels {

@@ -136,8 +136,17 @@ int main() {
       ++failures;
       std::printf("FAIL work grid: section sizes\n");
     }
+    // The default build's pick (-1): 16 MB sections up to 2K keys, the plain order past them.
+    using pykernels::attention::sm90::section_mb_for;
+    if (section_mb_for(1024, -1) != 16 || section_mb_for(2048, -1) != 16 || section_mb_for(2049, -1) != 0 ||
+        section_mb_for(16384, -1) != 0 || section_mb_for(16384, 32) != 32 || section_mb_for(1024, 0) != 0 ||
+        WorkGrid::make(16, 16, 16, 1024, 8, 128, section_mb_for(1024, -1)).section != 32 ||
+        WorkGrid::make(1, 16, 16, 16384, 128, 128, section_mb_for(16384, -1)).section != 16) {
+      ++failures;
+      std::printf("FAIL work grid: the default section pick\n");
+    }
   }
-  for (int section_mb : {0, 1, 32})
+  for (int section_mb : {0, 1, 16, 32})
     for (int sk : {1, 1024, 16384, 1 << 20})
       for (int hq_hkv : {1, 4, 8}) {
         check_work_grid(16, 16, 16 / hq_hkv, sk, 8, section_mb);

@@ -15,22 +15,37 @@ namespace sm90 {
 
 // Which (batch, head) bh and query tile m work tile w is.
 //
-// Default: bh = w % BH, m = Mq - 1 - w / BH, as above. With
-// -DPK_SM90_L2_SECTION_MB=n (an experiment, off: not yet timed), the
-// (batch, head)s are cut into sections whose K and V fit in n MB, and the
-// order above runs within one section before the next. Why: in the default
+// The (batch, head)s are cut into sections whose K and V fit in n MB, and
+// the order above runs within one section before the next. Why: in the plain
 // order the CTAs that run at the same time work on up to G different heads.
-// At S = 1K (B = 16, H = 16: 256 heads, 8 query tiles each) each of a
-// head's 8 query tiles then reads its K and V again, mostly from HBM: by
-// estimate about 590 MB of reads for 134 MB of K and V, near the whole
-// 0.28 ms the kernel took there (249 TFLOP/s against cuDNN's 425, H100,
-// profiling/results/h100-2026-12-07d/checks/). Within a section, the query
+// At S = 1K (B = 16, H = 16: 256 heads, 8 query tiles each) each of a head's
+// 8 query tiles then reads its K and V again, mostly from HBM (by estimate
+// about 590 MB of reads for 134 MB of K and V). Within a section, the query
 // tiles of one head run side by side and share its K and V in L2. The
-// section's size is rounded down to whole heads; query heads that share a
-// KV head count once, and the last section may be smaller.
+// section's size is rounded down to whole heads; query heads that share a KV
+// head count once, and the last section may be smaller; one section covering
+// every head is the plain order.
+//
+// n = kAutoSectionMB for seqlen_k <= kAutoSectionMaxSeqlenK, else one
+// section (-DPK_SM90_L2_SECTION_MB=n forces n; 0 forces the plain order).
+// Measured in one A/B (H100, d = 128, B * S = 16K, 16 MB sections against
+// the plain order, profiling/results/h100-2026-12-07e/): S = 1K +8 to +13%
+// on every variant, 2K window +27%, sinks +21%, causal +4%, ALiBi -3%; but
+// 4K causal -31% and 16K causal -37%. Likely (not yet profiled): past a few
+// key tiles a row the reads come from L2 anyway, and the sections break the
+// snake's balance, since costs rise again at each section's start, so the
+// long and short causal tiles no longer pair up across CTAs.
+constexpr int kAutoSectionMB = 16;
+constexpr int kAutoSectionMaxSeqlenK = 2048;
+
+__host__ __device__ __forceinline__ int section_mb_for(int seqlen_k, int knob_mb) {
+  if (knob_mb >= 0) return knob_mb;
+  return seqlen_k <= kAutoSectionMaxSeqlenK ? kAutoSectionMB : 0;
+}
+
 struct WorkGrid {
   int bh_count, m_blocks;
-  int section;  // (batch, head)s per section; bh_count: a single section, the default order
+  int section;  // (batch, head)s per section; bh_count: a single section, the plain order
 
   __host__ __device__ __forceinline__ static WorkGrid make(int batch, int heads_q, int heads_kv, int seqlen_k,
                                                            int m_blocks, int head_dim, int section_mb) {
@@ -44,8 +59,8 @@ struct WorkGrid {
     return g;
   }
 
-  // kSections = false takes the default order without a section's divisions
-  // (the knob's value is compile-time, so the default build pays nothing).
+  // kSections = false takes the plain order without a section's divisions
+  // (-DPK_SM90_L2_SECTION_MB=0: a build that never sections pays nothing).
   template <bool kSections>
   __host__ __device__ __forceinline__ void at(int w, int& bh, int& m) const {
     if (!kSections) {
