@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # One GPU call: the Hopper forward's L2-sectioned work order
-# (-DPK_SM90_L2_SECTION_MB, hopper/work_order.cuh) against the default order.
+# (-DPK_SM90_L2_SECTION_MB, hopper/work_order.cuh) against the plain order.
 # The steps, most telling first, so that a call cut short by the device's
 # time limit still brings back what matters (each step has its own limit):
 # 1. the A/B (attn_ab.py: builds side by side, timed in rotating turns) at
-#    d = 128 for S = 1K, 16K and 4K, base against 16 MB sections (V= names
-#    other builds, e.g. V="base= l2_16=-D...=16 l2_32=-D...=32");
+#    d = 128 for S = 1K, 16K and 4K, the plain order against 16 MB sections
+#    (V= names other builds, e.g. V="plain=-D...=0 auto= l2_32=-D...=32";
+#    auto= is the default build's per-launch pick, section_mb_for);
 # 2. the attention GPU tests on a 1 MB build: sections that small cut even
 #    the tests' shapes into several sections;
 # 3. the peers (SDPA flash, cuDNN, Flex) at d = 128, S = 1K to 8K, on a
 #    PEERS_MB-section build (default 16; 0 leaves it out), so that the order,
 #    if it wins, has same-run ratios;
 # 4. the rest of the A/B: d = 128 at 2K, d = 64 at 16K and 1K.
-# Not yet run; estimated at about 6 minutes on an H100 (4 builds of ~30 s,
-# the timed runs, Flex's compiles).
+# First run 2026-12-07 on an H100: 222 s (profiling/results/h100-2026-12-07e/,
+# when the plain order was the default build).
 #
 #   PYKERNELS_COMMIT=<sha> bash scripts/dev/l2_order_ab.sh OUTDIR
 set -uo pipefail
@@ -22,7 +23,7 @@ OUT=${1:?usage: l2_order_ab.sh OUTDIR}
 mkdir -p "$OUT"
 export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
-V=${V:-"base= l2_16=-DPK_SM90_L2_SECTION_MB=16"}  # add l2_32=-DPK_SM90_L2_SECTION_MB=32 etc. to compare sizes
+V=${V:-"plain=-DPK_SM90_L2_SECTION_MB=0 l2_16=-DPK_SM90_L2_SECTION_MB=16"}  # add l2_32=-DPK_SM90_L2_SECTION_MB=32 etc. to compare sizes
 source scripts/dev/steps.sh  # step LIMIT NAME CMD...: a time limit, $OUT/NAME.log, its tail
 ab() {  # head dim, seqlen; the tail is the A/B's table (title, header, 4 variants)
   TAIL=6 step 120 ab_l2 python3 scripts/dev/attn_ab.py $V --head-dim "$1" --seqlen "$2" --rounds 5 --reps 10 \
