@@ -8,6 +8,8 @@
 # most 8 files, what one device call brings back.
 #
 #   PYKERNELS_COMMIT=<sha> [SKIP="d128_32k long_1m"] bash scripts/dev/fwd_check.sh OUTDIR
+#
+# SKIP may also name d64, tests_bwd and racecheck, for a call short of device time.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:?usage: fwd_check.sh OUTDIR}
@@ -20,7 +22,7 @@ TAIL=16 step 200 tests_d128 python3 scripts/dev/attn_dev.py --tests --bench --pr
 # SKIP="d128_32k long_1m" leaves out those two (e.g. when their kernels' PTX did not change).
 skip() { [[ " ${SKIP:-} " == *" $1 "* ]] && echo "=== $1: skipped (SKIP)"; }
 skip d128_32k || step 90 bench python3 scripts/dev/attn_dev.py --bench --providers $P --seqlen 32768 --matmul 0 --out "$OUT/fwd_dev.jsonl"
-step 80 bench python3 scripts/dev/attn_dev.py --bench --providers $P --head-dim 64 --matmul 0 --out "$OUT/fwd_dev.jsonl"
+skip d64 || step 80 bench python3 scripts/dev/attn_dev.py --bench --providers $P --head-dim 64 --matmul 0 --out "$OUT/fwd_dev.jsonl"
 # The issue's S from 1K to 16K (B * S = 16K): shorter rows, fewer key tiles per query tile.
 TAIL=28 step 200 bench python3 scripts/dev/attn_dev.py --bench --providers cuda,sdpa_flash,cudnn,flex \
   --seqlen 1024,2048,4096,8192 --matmul 0 --reps 10 --out "$OUT/fwd_dev.jsonl"
@@ -32,12 +34,12 @@ build()
 sys.argv = ['long_context', '--seqlens', '1048576', '--modes', 'fwd', '--results', '$OUT']
 runpy.run_module('profiling.long_context', run_name='__main__')"
 # The backward's GPU tests on the same build (its kernels share the mask and tile ranges).
-TAIL=4 step 150 tests_bwd python3 scripts/dev/attn_bwd_dev.py --tests
+skip tests_bwd || TAIL=4 step 150 tests_bwd python3 scripts/dev/attn_bwd_dev.py --tests
 # memcheck on both GPU backends, every case (~20 s). racecheck, far slower, on the extension and
 # the 1100-token cases only (~70 s; all 52 passed 180 s once the 192-row kernel came): shared-memory
 # hazards come from the load/consume pipeline, which those cases walk through several work tiles
 # per CTA with both row counts; the mask flags of the small cases change only register math.
 TAIL=4 step 90 sanitize compute-sanitizer --tool memcheck --error-exitcode 9 --report-api-errors no \
   python3 scripts/dev/attn_sanitize_dev.py
-SANITIZE_LONG_ONLY=1 SANITIZE_BACKENDS=cuda TAIL=4 step 180 sanitize compute-sanitizer --tool racecheck \
+skip racecheck || SANITIZE_LONG_ONLY=1 SANITIZE_BACKENDS=cuda TAIL=4 step 180 sanitize compute-sanitizer --tool racecheck \
   --error-exitcode 9 --report-api-errors no python3 scripts/dev/attn_sanitize_dev.py
