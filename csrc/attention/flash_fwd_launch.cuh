@@ -63,8 +63,22 @@ cudaError_t launch_flash_fwd_sm90(const FlashFwdParams& params, cudaStream_t str
     encode(&maps.o, p.out, p.seqlen_q, p.heads_q, p.o_batch_stride, p.o_row_stride, p.o_head_stride, 16);
   }
   if (map_err != cudaSuccess) return map_err;
-  kernel<<<grid, Tr::kNThreads, Tr::kSmemBytes, stream>>>(params, maps);
-  return cudaGetLastError();
+  // -DPK_SM90_DYNAMIC_TILES=1: the tile queue's counter (hopper/tile_queue.cuh),
+  // zeroed for this launch alone, on its stream (stream-ordered, so that
+  // launches on other streams never share one).
+  int* tile_counter = nullptr;
+  if constexpr (Tr::kDynamicTiles) {
+    cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&tile_counter), sizeof(int), stream);
+    if (e == cudaSuccess) e = cudaMemsetAsync(tile_counter, 0, sizeof(int), stream);
+    if (e != cudaSuccess) return e;
+  }
+  kernel<<<grid, Tr::kNThreads, Tr::kSmemBytes, stream>>>(params, maps, tile_counter);
+  const cudaError_t launched = cudaGetLastError();
+  if constexpr (Tr::kDynamicTiles) {
+    const cudaError_t freed = cudaFreeAsync(tile_counter, stream);
+    if (launched == cudaSuccess) return freed;
+  }
+  return launched;
 }
 
 template <int kHeadDim, bool kIsBf16>

@@ -34,10 +34,12 @@
 // and cold loads per 9 tiles (it still drains the consumers' S / P V overlap
 // once per query tile). Work tile i is query tile
 // (Mq - 1 - i / BH) of (batch, head) i % BH: the longest causal rows first,
-// heads sharing a KV head side by side (as query_tile.cuh orders its grid).
+// heads sharing a KV head side by side (as query_tile.cuh orders its grid);
+// up to 2K keys, that order runs within L2-sized sections of heads.
 // CTA c takes tiles c, 2G - 1 - c, 2G + c, 4G - 1 - c, ... (G CTAs): a
 // snake, so that under causal every CTA gets both long and short tiles
-// (hopper/work_order.cuh).
+// (hopper/work_order.cuh). (-DPK_SM90_DYNAMIC_TILES=1: the producer draws
+// each next tile from a per-launch counter instead, hopper/tile_queue.cuh.)
 //
 // No CTA-wide barrier inside the loops: the two warpgroups drift apart, so one
 // runs its softmax while the other's wgmmas keep the tensor cores busy. A
@@ -52,6 +54,7 @@
 #include "attention/fwd_tile_ops.cuh"
 #include "attention/hopper/mbarrier.cuh"
 #include "attention/hopper/smem_tile.cuh"
+#include "attention/hopper/tile_queue.cuh"
 #include "attention/hopper/tma.cuh"
 #include "attention/hopper/warpgroup_turns.cuh"
 #include "attention/hopper/wgmma.cuh"
@@ -79,6 +82,7 @@ struct Sm90Smem {
   using OutTile = SwizzledTile<16, kHeadDim>;
   static constexpr unsigned kFullCount = Tr::kTmaLoad ? 1 : Tr::kProducerThreads;  // arrivals per load
   unsigned q, k, v, o, bars;
+  TileQueueSmem queue;  // after the barriers below; used with -DPK_SM90_DYNAMIC_TILES=1 only
 
   __device__ __forceinline__ explicit Sm90Smem(unsigned base) {
     q = base;
@@ -86,6 +90,8 @@ struct Sm90Smem {
     v = k + kStages * KVTile::kBytes;
     o = v + kStages * KVTile::kBytes;
     bars = o + (Tr::kTmaStore ? Tr::kConsumerWarps * OutTile::kBytes : 0);
+    queue.bars = bars + 8 * (2 + 4 * kStages);
+    queue.slots = queue.bars + 4 * 8;
   }
   __device__ __forceinline__ unsigned k_tile(int s) const { return k + s * KVTile::kBytes; }
   __device__ __forceinline__ unsigned v_tile(int s) const { return v + s * KVTile::kBytes; }
@@ -107,6 +113,7 @@ struct Sm90Smem {
       mbarrier_init(empty_k(s), Tr::kConsumerWarps);
       mbarrier_init(empty_v(s), Tr::kConsumerWarps);
     }
+    if (Tr::kDynamicTiles) queue.init(Tr::kConsumerWarps);
   }
 };
 
@@ -160,7 +167,8 @@ __device__ __forceinline__ void stage_output(const float (&O)[1][kDTiles][4], co
 // and take the same ring slots; only the way a tile is filled differs.
 template <int kHeadDim, int kBlockM_>
 __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90FwdMaps& maps,
-                                        const Sm90Smem<kHeadDim, kBlockM_>& sm, int ptid, int n_work, int m_blocks) {
+                                        const Sm90Smem<kHeadDim, kBlockM_>& sm, int ptid, int n_work, int m_blocks,
+                                        int* tile_counter) {
   using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
   using QTile = typename Sm90Smem<kHeadDim, kBlockM_>::QTile;
   using KVTile = typename Sm90Smem<kHeadDim, kBlockM_>::KVTile;
@@ -186,7 +194,8 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
   RingSlot<Tr::kStages> k_slot, v_slot;
   int q_uses = 0;  // work tiles that loaded Q so far
   for (int i = 0;; ++i) {
-    const int w = work_tile(i, blockIdx.x, gridDim.x, n_work);
+    const int w = Tr::kDynamicTiles ? draw_tile(sm.queue, i, tile_counter, n_work)
+                                    : work_tile(i, blockIdx.x, gridDim.x, n_work);
     if (w < 0) break;
     const QueryTileWork<kBlockM, kBlockN> work = sm90::work_at<kHeadDim, kBlockM_>(params, grid, w);
     const int n_tiles = work.tiles.count();
@@ -276,7 +285,8 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   sm90::RingSlot<Tr::kStages> k_slot, v_slot;
   int q_uses = 0;
   for (int i = 0;; ++i) {
-    const int w = sm90::work_tile(i, blockIdx.x, gridDim.x, n_work);
+    const int w = Tr::kDynamicTiles ? sm90::take_tile(sm.queue, i, lane)
+                                    : sm90::work_tile(i, blockIdx.x, gridDim.x, n_work);
     if (w < 0) break;
     const QueryTileWork<kBlockM, kBlockN> work = sm90::work_at<kHeadDim, kBlockM_>(params, grid, w);
     const Mask& mask = work.mask;
@@ -394,7 +404,8 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
 
 template <int kHeadDim, int kBlockM_, bool kIsBf16, bool kHasAlibi>
 __global__ void __launch_bounds__(FwdSm90Traits<kHeadDim, kBlockM_>::kNThreads, 1)
-    flash_fwd_sm90_kernel(const FlashFwdParams params, const __grid_constant__ sm90::Sm90FwdMaps maps) {
+    flash_fwd_sm90_kernel(const FlashFwdParams params, const __grid_constant__ sm90::Sm90FwdMaps maps,
+                          int* tile_counter) {
 #if PK_SM90A
   using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -407,7 +418,9 @@ __global__ void __launch_bounds__(FwdSm90Traits<kHeadDim, kBlockM_>::kNThreads, 
   if (warp >= Tr::kConsumerWarps) {
     sm90::shrink_registers<Tr::kProducerRegs>();
     const int ptid = tid - 32 * Tr::kConsumerWarps;
-    if (!Tr::kTmaLoad || ptid == 0) sm90::produce<kHeadDim, kBlockM_>(params, maps, sm, ptid, n_work, m_blocks);
+    if (!Tr::kTmaLoad || ptid == 0) {
+      sm90::produce<kHeadDim, kBlockM_>(params, maps, sm, ptid, n_work, m_blocks, tile_counter);
+    }
   } else {
     sm90::grow_registers<Tr::kConsumerRegs>();
     flash_fwd_sm90_consume<kHeadDim, kBlockM_, kIsBf16, kHasAlibi>(params, maps, sm, warp, lane, n_work, m_blocks);

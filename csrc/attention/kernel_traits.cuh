@@ -49,6 +49,12 @@
 #ifndef PK_SM90_L2_SECTION_MB
 #define PK_SM90_L2_SECTION_MB -1
 #endif
+// Work tiles drawn from a per-launch counter as CTAs free up, rather than a
+// static list (hopper/tile_queue.cuh); -DPK_SM90_DYNAMIC_TILES=1, TMA loads
+// only. Off until an A/B says otherwise.
+#ifndef PK_SM90_DYNAMIC_TILES
+#define PK_SM90_DYNAMIC_TILES 0
+#endif
 
 namespace pykernels {
 namespace attention {
@@ -160,14 +166,17 @@ struct FwdSm90Traits {
   static constexpr bool kTmaStore = PK_SM90_TMA_STORE;
   static constexpr bool kPingPong = PK_SM90_PINGPONG;
   static constexpr int kL2SectionMB = PK_SM90_L2_SECTION_MB;
+  static constexpr bool kDynamicTiles = PK_SM90_DYNAMIC_TILES;
   static constexpr int kTileBytes = kHeadDim * 2;  // per row; times the rows below
-  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
+  // Q's and the ring's full and empty barriers; the tile queue's 4 barriers and 2 slots (hopper/tile_queue.cuh).
+  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages) + (kDynamicTiles ? 4 * 8 + 2 * 4 : 0);
   // Q, kStages K and V tiles, the out tile, the barriers, and 1024 bytes to
   // align the swizzled blocks.
   static constexpr int kSmemBytes =
       kTileBytes * (kBlockM + 2 * kStages * kBlockN + (kTmaStore ? kBlockM : 0)) + kBarrierBytes + 1024;
   static_assert(kHeadDim == 64 || kHeadDim == 128, "the sm90 forward takes head dims 64 and 128");
   static_assert(kBlockM == 128 || (kBlockM == 192 && kHeadDim == 64), "192-row tiles are d = 64's alone");
+  static_assert(!kDynamicTiles || kTmaLoad, "the tile queue has one drawing thread: the TMA producer");
   static_assert(register_split_fits(kProducerThreads, kProducerRegs, 32 * kConsumerWarps, kConsumerRegs),
                 "setmaxnreg split beyond the launch's registers");
 };

@@ -2,7 +2,9 @@
 scripts/sanitize_cases.py's attention matrix, without the other ops (the dev
 module has only attention, so the RoPE check reports "not run").
 
-    compute-sanitizer --tool racecheck python scripts/dev/attn_sanitize_dev.py
+    [PK_DEV_FLAGS="-DKNOB=1"] compute-sanitizer --tool racecheck python scripts/dev/attn_sanitize_dev.py
+
+PK_DEV_FLAGS, as in attn_dev.py, checks a knob build.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 from attn_dev import build  # noqa: E402
 
-build()
+build(flags=tuple(os.environ.get("PK_DEV_FLAGS", "").split()))
 import pykernels  # noqa: E402
 import sanitize_cases  # noqa: E402
 

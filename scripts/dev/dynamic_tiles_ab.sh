@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One GPU call: the Hopper forward's tile queue (-DPK_SM90_DYNAMIC_TILES=1,
+# hopper/tile_queue.cuh: CTAs draw work tiles from a counter as they free up)
+# against the default static list, with and without L2 sections at every
+# length. The steps, most telling first, each with its own time limit:
+# 1. the attention GPU tests on a queue build with 1 MB sections (a hang in
+#    the queue's handshake shows here first, under the step's limit);
+# 2. the A/B (attn_ab.py) at d = 128 for S = 1K, 4K and 16K: auto (the
+#    default build), dyn (the queue, sections as auto picks them), dyn16 (the
+#    queue, 16 MB sections at every length);
+# 3. memcheck, then racecheck on the 1100-token cases, on the queue build;
+# 4. the rest of the A/B: d = 128 at 2K and 8K, d = 64 at 16K and 1K.
+# Not yet run; estimated at about 7 minutes on an H100 (4 builds of ~30 s).
+#
+#   PYKERNELS_COMMIT=<sha> bash scripts/dev/dynamic_tiles_ab.sh OUTDIR
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:?usage: dynamic_tiles_ab.sh OUTDIR}
+mkdir -p "$OUT"
+export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
+# attn_ab.py variants: name=flag,flag (comma-separated nvcc options).
+V=${V:-"auto= dyn=-DPK_SM90_DYNAMIC_TILES=1 dyn16=-DPK_SM90_DYNAMIC_TILES=1,-DPK_SM90_L2_SECTION_MB=16"}
+source scripts/dev/steps.sh  # step LIMIT NAME CMD...: a time limit, $OUT/NAME.log, its tail
+ab() {  # head dim, seqlen; the tail is the A/B's table (title, header, 4 variants)
+  TAIL=6 step 150 ab_dyn python3 scripts/dev/attn_ab.py $V --head-dim "$1" --seqlen "$2" --rounds 5 --reps 10 \
+    --out "$OUT/ab_dyn.jsonl"
+}
+QUEUE="-DPK_SM90_DYNAMIC_TILES=1 -DPK_SM90_L2_SECTION_MB=1"
+PK_DEV_FLAGS="$QUEUE" TAIL=2 step 150 tests_dyn python3 scripts/dev/attn_dev.py --tests
+for s in 1024 4096 16384; do ab 128 "$s"; done
+PK_DEV_FLAGS="$QUEUE" TAIL=4 step 60 sanitize_dyn compute-sanitizer --tool memcheck --error-exitcode 9 \
+  --report-api-errors no python3 scripts/dev/attn_sanitize_dev.py
+PK_DEV_FLAGS="$QUEUE" SANITIZE_LONG_ONLY=1 SANITIZE_BACKENDS=cuda TAIL=4 step 150 sanitize_dyn compute-sanitizer \
+  --tool racecheck --error-exitcode 9 --report-api-errors no python3 scripts/dev/attn_sanitize_dev.py
+for s in 2048 8192; do ab 128 "$s"; done
+for s in 16384 1024; do ab 64 "$s"; done
