@@ -15,17 +15,11 @@
 #   PYKERNELS_COMMIT=<sha> bash scripts/dev/dynamic_tiles_ab.sh OUTDIR
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${1:?usage: dynamic_tiles_ab.sh OUTDIR}
-mkdir -p "$OUT"
-export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
+source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...; ab_step LIMIT NAME D S
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 # attn_ab.py variants: name=flag,flag (comma-separated nvcc options).
 V=${V:-"auto= dyn=-DPK_SM90_DYNAMIC_TILES=1 dyn16=-DPK_SM90_DYNAMIC_TILES=1,-DPK_SM90_L2_SECTION_MB=16"}
-source scripts/dev/steps.sh  # step LIMIT NAME CMD...: a time limit, $OUT/NAME.log, its tail
-ab() {  # head dim, seqlen; the tail is the A/B's table (title, header, 4 variants)
-  TAIL=6 step 150 ab_dyn python3 scripts/dev/attn_ab.py $V --head-dim "$1" --seqlen "$2" --rounds 5 --reps 10 \
-    --out "$OUT/ab_dyn.jsonl"
-}
+ab() { ab_step 150 ab_dyn "$@"; }  # head dim, seqlen
 QUEUE="-DPK_SM90_DYNAMIC_TILES=1 -DPK_SM90_L2_SECTION_MB=1"
 PK_DEV_FLAGS="$QUEUE" TAIL=2 step 150 tests_dyn python3 scripts/dev/attn_dev.py --tests
 for s in 1024 4096 16384; do ab 128 "$s"; done

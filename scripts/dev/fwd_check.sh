@@ -12,11 +12,8 @@
 # SKIP may also name d64, tests_bwd and racecheck, for a call short of device time.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${1:?usage: fwd_check.sh OUTDIR}
-mkdir -p "$OUT"
-export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 P=cuda,cuda_sm80,sdpa_flash,cudnn,flex
-source scripts/dev/steps.sh  # step LIMIT NAME CMD...: a time limit, $OUT/NAME.log, its tail
+source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...: a time limit, $OUT/NAME.log, its tail
 nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
 TAIL=16 step 200 tests_d128 python3 scripts/dev/attn_dev.py --tests --bench --providers $P --head-dim 128 --out "$OUT/fwd_dev.jsonl"
 # SKIP="d128_32k long_1m" leaves out those two (e.g. when their kernels' PTX did not change).

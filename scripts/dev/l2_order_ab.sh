@@ -19,16 +19,10 @@
 #   PYKERNELS_COMMIT=<sha> bash scripts/dev/l2_order_ab.sh OUTDIR
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${1:?usage: l2_order_ab.sh OUTDIR}
-mkdir -p "$OUT"
-export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
+source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...; ab_step LIMIT NAME D S
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 V=${V:-"plain=-DPK_SM90_L2_SECTION_MB=0 l2_16=-DPK_SM90_L2_SECTION_MB=16"}  # add l2_32=-DPK_SM90_L2_SECTION_MB=32 etc. to compare sizes
-source scripts/dev/steps.sh  # step LIMIT NAME CMD...: a time limit, $OUT/NAME.log, its tail
-ab() {  # head dim, seqlen; the tail is the A/B's table (title, header, 4 variants)
-  TAIL=6 step 120 ab_l2 python3 scripts/dev/attn_ab.py $V --head-dim "$1" --seqlen "$2" --rounds 5 --reps 10 \
-    --out "$OUT/ab_l2.jsonl"
-}
+ab() { ab_step 120 ab_l2 "$@"; }  # head dim, seqlen
 # Most telling first, in case the call runs short: the A/B where the gap is
 # (1K, 4K) and where the kernel is already fast (16K), the tests, the peers,
 # then the remaining A/B shapes.

@@ -1,7 +1,12 @@
-# Shared by the one-call GPU scripts (fwd_check.sh, l2_order_ab.sh); source it
-# after setting OUT. A step runs under its own time limit, so one hang cannot
-# eat the device call, and appends to $OUT/<name>.log; what comes back in the
-# call's output is the log's tail without the build's noise.
+# Shared by the one-call GPU scripts (fwd_check.sh, l2_order_ab.sh,
+# dynamic_tiles_ab.sh); source it from the repository root with the output
+# folder as $1. It makes that folder $OUT and sets the build's environment.
+# A step runs under its own time limit, so one hang cannot eat the device
+# call, and appends to $OUT/<name>.log; what comes back in the call's output
+# is the log's tail without the build's noise.
+OUT=${1:?usage: $0 OUTDIR}
+mkdir -p "$OUT"
+export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 quiet() { grep -v '^\[\|ptxas\|^nvcc\|Function prop\|bytes stack\|Used \|Compiling entry\|c++ -MMD'; }
 step() {  # limit, log name, command...
   local limit=$1 name=$2; shift 2
@@ -10,4 +15,11 @@ step() {  # limit, log name, command...
   local rc=$?
   echo "=== $name: exit $rc after $(( $(date +%s) - t0 ))s"
   quiet < "$OUT/$name.log" | tail -n "${TAIL:-12}"
+}
+# One A/B shape (scripts/dev/attn_ab.py, the builds named in $V, each
+# name=flag,flag), into $OUT/NAME.log and NAME.jsonl; the tail is its table
+# (title, header, 4 variants).
+ab_step() {  # limit, log name, head dim, seqlen
+  TAIL=6 step "$1" "$2" python3 scripts/dev/attn_ab.py $V --head-dim "$3" --seqlen "$4" --rounds 5 --reps 10 \
+    --out "$OUT/$2.jsonl"
 }
