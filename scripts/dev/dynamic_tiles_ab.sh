@@ -9,8 +9,11 @@
 #    default build), dyn (the queue, sections as auto picks them), dyn16 (the
 #    queue, 16 MB sections at every length);
 # 3. memcheck, then racecheck on the 1100-token cases, on the queue build;
-# 4. the rest of the A/B: d = 128 at 2K and 8K, d = 64 at 16K and 1K.
-# Not yet run; estimated at about 7 minutes on an H100 (4 builds of ~30 s).
+# 4. the rest of the A/B: d = 128 at 2K and 8K, d = 64 at 16K and 1K;
+# 5. the TMA store (-DPK_SM90_TMA_STORE=1) at 1K and 2K, where the epilogue
+#    is a larger share of each work tile than at 16K, the only length it was
+#    timed at (slower there on windows, kernel_traits.cuh).
+# Not yet run; estimated at about 8 minutes on an H100 (5 builds of ~30 s).
 #
 #   PYKERNELS_COMMIT=<sha> bash scripts/dev/dynamic_tiles_ab.sh OUTDIR
 set -uo pipefail
@@ -29,3 +32,5 @@ PK_DEV_FLAGS="$QUEUE" SANITIZE_LONG_ONLY=1 SANITIZE_BACKENDS=cuda TAIL=4 step 15
   --tool racecheck --error-exitcode 9 --report-api-errors no python3 scripts/dev/attn_sanitize_dev.py
 for s in 2048 8192; do ab 128 "$s"; done
 for s in 16384 1024; do ab 64 "$s"; done
+V="auto= tma_st=-DPK_SM90_TMA_STORE=1"
+for s in 1024 2048; do ab_step 120 ab_tma_store 128 "$s"; done
