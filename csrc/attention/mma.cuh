@@ -1,13 +1,24 @@
 // Tensor-core building blocks of the attention kernels: ldmatrix and mma.sync
 // m16n8k16 (packing float pairs into 16-bit pairs: common/half_pairs.cuh).
 //
-// Why hand-written PTX instead of CuTe atoms: the CuPy backend compiles these
-// same headers with NVRTC, and CuTe pulls in host headers (<cstdint>,
-// <type_traits> via cuda/std, <cassert>) whose NVRTC support depends on the
-// CUDA and CUTLASS versions installed; the whole kernel needs only the four
+// Why hand-written PTX instead of CuTe atoms. The CuPy backend compiles these
+// same headers with NVRTC, and the whole kernel needs only the four
 // instructions below, so a dozen lines of PTX keep every header self-contained
 // (no include but common/half_pairs.cuh, itself PTX) and identical under nvcc
-// and NVRTC.
+// and NVRTC. What CuTe would cost, measured (scripts/dev/cute_header_cost.py,
+// profiling/results/cpu-2026-12-08/cute_header_cost.json; nvcc 13.0,
+// nvidia-cutlass 4.2, sm_90a, 2 cores):
+// * nvcc: including cute/swizzle.hpp alone adds 2.3 s to a translation unit,
+//   cute/tensor.hpp or the sm90 atom set 5.1-5.2 s, where our whole d = 128
+//   forward unit (mma.sync and wgmma kernels) takes 2.8 s: about 3x per unit.
+// * NVRTC 13.0 takes cute/tensor.hpp only with the CUDA toolkit's CCCL
+//   headers on its include path and -default-device (which makes every
+//   unannotated function a device function); with our options alone it
+//   stops at <cuda/std/cassert>.
+// * The GPU machines' image has no CUTLASS headers; every build there would
+//   carry the wheel.
+// These are costs, not a speed verdict: no CuTe formulation of a kernel has
+// been timed against ours.
 //
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"), for lane
 // l with g = l / 4 and t = l % 4:
