@@ -65,12 +65,19 @@ cudaError_t launch_flash_fwd_sm90(const FlashFwdParams& params, cudaStream_t str
   if (map_err != cudaSuccess) return map_err;
   // -DPK_SM90_DYNAMIC_TILES=1: the tile queue's counter (hopper/tile_queue.cuh),
   // zeroed for this launch alone, on its stream (stream-ordered, so that
-  // launches on other streams never share one).
+  // launches on other streams never share one). An experiment's choice: under
+  // graph capture these become memory nodes, which limit how the graph may be
+  // instantiated; if the queue is kept, the counter should come from torch's
+  // allocator with the other outputs.
   int* tile_counter = nullptr;
   if constexpr (Tr::kDynamicTiles) {
     cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&tile_counter), sizeof(int), stream);
-    if (e == cudaSuccess) e = cudaMemsetAsync(tile_counter, 0, sizeof(int), stream);
     if (e != cudaSuccess) return e;
+    e = cudaMemsetAsync(tile_counter, 0, sizeof(int), stream);
+    if (e != cudaSuccess) {
+      cudaFreeAsync(tile_counter, stream);
+      return e;
+    }
   }
   kernel<<<grid, Tr::kNThreads, Tr::kSmemBytes, stream>>>(params, maps, tile_counter);
   const cudaError_t launched = cudaGetLastError();

@@ -53,8 +53,9 @@ __device__ __forceinline__ int queue_phase(int i) { return (i >> 1) & 1; }
 // The producer's side: draw the i-th tile of this CTA (or -1 past the end)
 // and publish it to the consumers.
 __device__ __forceinline__ int draw_tile(const TileQueueSmem& q, int i, int* counter, int n_work) {
-  int w = i == 0 ? static_cast<int>(blockIdx.x) : static_cast<int>(gridDim.x) + atomicAdd(counter, 1);
-  if (w >= n_work) w = -1;
+  // In 64 bits: G + the counter passes n_work by up to G - 1 before every CTA has stopped.
+  const long long next = i == 0 ? blockIdx.x : static_cast<long long>(gridDim.x) + atomicAdd(counter, 1);
+  const int w = next < n_work ? static_cast<int>(next) : -1;
   mbarrier_wait(q.empty_w(queue_stage(i)), queue_phase(i) ^ 1);  // fresh slots read as empty (mbarrier.cuh)
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(q.slot(queue_stage(i))), "r"(w) : "memory");
   mbarrier_arrive(q.full_w(queue_stage(i)));  // release: the store above is seen by whoever waits on it
