@@ -77,36 +77,42 @@ struct Sm90Smem {
   using QTile = SwizzledTile<Tr::kBlockM, kHeadDim>;
   using KVTile = SwizzledTile<Tr::kBlockN, kHeadDim>;
   static constexpr int kStages = Tr::kStages;
+  static constexpr int kQStages = Tr::kQStages;
   // Out, staged for the TMA store: one 16-row swizzled tile per consumer
   // warp (2 KB per 64 columns, so every block starts 1024-aligned).
   using OutTile = SwizzledTile<16, kHeadDim>;
   static constexpr unsigned kFullCount = Tr::kTmaLoad ? 1 : Tr::kProducerThreads;  // arrivals per load
   unsigned q, k, v, o, bars;
   TileQueueSmem queue;  // after the barriers below; used with -DPK_SM90_DYNAMIC_TILES=1 only
+  unsigned q1_bars;     // full and empty of Q's second buffer, after the queue (-DPK_SM90_Q_STAGES=2)
 
   __device__ __forceinline__ explicit Sm90Smem(unsigned base) {
     q = base;
-    k = q + QTile::kBytes;
+    k = q + kQStages * QTile::kBytes;
     v = k + kStages * KVTile::kBytes;
     o = v + kStages * KVTile::kBytes;
     bars = o + (Tr::kTmaStore ? Tr::kConsumerWarps * OutTile::kBytes : 0);
     queue.bars = bars + 8 * (2 + 4 * kStages);
     queue.slots = queue.bars + 4 * 8;
+    q1_bars = queue.bars + (Tr::kDynamicTiles ? 4 * 8 + 2 * 4 : 0);
   }
+  __device__ __forceinline__ unsigned q_tile(int s) const { return q + s * QTile::kBytes; }
   __device__ __forceinline__ unsigned k_tile(int s) const { return k + s * KVTile::kBytes; }
   __device__ __forceinline__ unsigned v_tile(int s) const { return v + s * KVTile::kBytes; }
   __device__ __forceinline__ unsigned o_warp(int warp) const { return o + warp * OutTile::kBytes; }
   // 8-byte mbarriers: full (data landed) and empty (consumers done) for Q and each stage of K and V.
-  __device__ __forceinline__ unsigned full_q() const { return bars; }
-  __device__ __forceinline__ unsigned empty_q() const { return bars + 8; }
+  __device__ __forceinline__ unsigned full_q(int s) const { return s == 0 ? bars : q1_bars; }
+  __device__ __forceinline__ unsigned empty_q(int s) const { return (s == 0 ? bars : q1_bars) + 8; }
   __device__ __forceinline__ unsigned full_k(int s) const { return bars + 8 * (2 + s); }
   __device__ __forceinline__ unsigned full_v(int s) const { return bars + 8 * (2 + kStages + s); }
   __device__ __forceinline__ unsigned empty_k(int s) const { return bars + 8 * (2 + 2 * kStages + s); }
   __device__ __forceinline__ unsigned empty_v(int s) const { return bars + 8 * (2 + 3 * kStages + s); }
 
   __device__ __forceinline__ void init_barriers() const {
-    mbarrier_init(full_q(), kFullCount);
-    mbarrier_init(empty_q(), Tr::kConsumerWarps);
+    for (int s = 0; s < kQStages; ++s) {
+      mbarrier_init(full_q(s), kFullCount);
+      mbarrier_init(empty_q(s), Tr::kConsumerWarps);
+    }
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(full_k(s), kFullCount);
       mbarrier_init(full_v(s), kFullCount);
@@ -116,6 +122,16 @@ struct Sm90Smem {
     if (Tr::kDynamicTiles) queue.init(Tr::kConsumerWarps);
   }
 };
+
+// Q's buffer for the n-th work tile that loads one, and the parity of that
+// buffer's use: one buffer (the default) alternates parity per tile; two
+// (-DPK_SM90_Q_STAGES=2) let the producer load the next tile's Q while the
+// consumers still run the last one's first key tiles, not only after they
+// are done with its Q.
+template <int kQStages>
+__device__ __forceinline__ int q_stage(int n) { return kQStages == 1 ? 0 : n & 1; }
+template <int kQStages>
+__device__ __forceinline__ int q_phase(int n) { return kQStages == 1 ? n & 1 : (n >> 1) & 1; }
 
 // The kernel's tensor maps (hopper/tma_host.h builds them): boxes of 64
 // columns by kBlockM rows of q, kBlockN rows of k and v, 16 rows of out.
@@ -213,8 +229,9 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
            params.seqlen_k, work.h_kv, work.b);
       k_slot.advance();
       if (it == 0) {  // Q after the first K, so that K_0 need not wait for the last tile's consumers
-        mbarrier_wait(sm.empty_q(), (q_uses & 1) ^ 1);
-        fill(QTile{}, sm.q, sm.full_q(), &maps.q, q_head, params.q_row_stride, work.row_lo, params.seqlen_q, work.h,
+        const int qs = q_stage<Tr::kQStages>(q_uses);
+        mbarrier_wait(sm.empty_q(qs), q_phase<Tr::kQStages>(q_uses) ^ 1);
+        fill(QTile{}, sm.q_tile(qs), sm.full_q(qs), &maps.q, q_head, params.q_row_stride, work.row_lo, params.seqlen_q, work.h,
              work.b);
         ++q_uses;
       }
@@ -250,7 +267,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   // block every 4 steps), V is MN-major (a k16 step = 16 key rows; LBO jumps
   // between 64-column blocks). See hopper/wgmma.cuh.
   constexpr unsigned kGroupBytes = 8 * 128;  // 8 swizzled rows
-  const unsigned q_wg = sm.q + 64 * wg * 128;
+  unsigned q_wg = sm.q + 64 * wg * 128;  // this warpgroup's rows of the work tile's Q buffer
   auto issue_s = [&](float (&S)[1][kNTiles][4], unsigned k_tile) {
 #pragma unroll
     for (int ks = 0; ks < kHeadDim / 16; ++ks) {
@@ -326,8 +343,10 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
     };
 
     if (n_tiles > 0) {
-      acquire(sm.full_q(), q_uses & 1);
+      const int qs = sm90::q_stage<Tr::kQStages>(q_uses);
+      acquire(sm.full_q(qs), sm90::q_phase<Tr::kQStages>(q_uses));
       ++q_uses;
+      q_wg = sm.q_tile(qs) + 64 * wg * 128;
       // Tile 0: S alone (there is no P V yet).
       {
         float S[1][kNTiles][4];
@@ -340,7 +359,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
         sm90::fence_operand(S[0]);
         sm90::release(sm.empty_k(k_slot.stage), lane);
         k_slot.advance();
-        if (n_tiles == 1) sm90::release(sm.empty_q(), lane);
+        if (n_tiles == 1) sm90::release(sm.empty_q(qs), lane);
         float alpha[2];
         softmax_tile(S, work.tiles.tile(0) * kBlockN, alpha);  // O is 0: nothing to rescale
         to_p(S);
@@ -359,7 +378,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
         sm90::fence_operand(S[0]);
         sm90::release(sm.empty_k(k_slot.stage), lane);
         k_slot.advance();
-        if (it == n_tiles - 1) sm90::release(sm.empty_q(), lane);
+        if (it == n_tiles - 1) sm90::release(sm.empty_q(qs), lane);
         float alpha[2];
         softmax_tile(S, work.tiles.tile(it) * kBlockN, alpha);
         sm90::wait<0>();

@@ -55,6 +55,12 @@
 #ifndef PK_SM90_DYNAMIC_TILES
 #define PK_SM90_DYNAMIC_TILES 0
 #endif
+// Q buffers of the Hopper forward: 1, or 2 so that the producer may load the
+// next work tile's Q before the consumers release this one's
+// (-DPK_SM90_Q_STAGES=2). Off until an A/B says otherwise.
+#ifndef PK_SM90_Q_STAGES
+#define PK_SM90_Q_STAGES 1
+#endif
 
 namespace pykernels {
 namespace attention {
@@ -167,16 +173,19 @@ struct FwdSm90Traits {
   static constexpr bool kPingPong = PK_SM90_PINGPONG;
   static constexpr int kL2SectionMB = PK_SM90_L2_SECTION_MB;
   static constexpr bool kDynamicTiles = PK_SM90_DYNAMIC_TILES;
+  static constexpr int kQStages = PK_SM90_Q_STAGES;
   static constexpr int kTileBytes = kHeadDim * 2;  // per row; times the rows below
   // Q's and the ring's full and empty barriers; the tile queue's 4 barriers and 2 slots (hopper/tile_queue.cuh).
-  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages) + (kDynamicTiles ? 4 * 8 + 2 * 4 : 0);
-  // Q, kStages K and V tiles, the out tile, the barriers, and 1024 bytes to
+  static constexpr int kBarrierBytes = 8 * (2 * kQStages + 4 * kStages) + (kDynamicTiles ? 4 * 8 + 2 * 4 : 0);
+  // kQStages Q tiles, kStages K and V tiles, the out tile, the barriers, and 1024 bytes to
   // align the swizzled blocks.
   static constexpr int kSmemBytes =
-      kTileBytes * (kBlockM + 2 * kStages * kBlockN + (kTmaStore ? kBlockM : 0)) + kBarrierBytes + 1024;
+      kTileBytes * (kQStages * kBlockM + 2 * kStages * kBlockN + (kTmaStore ? kBlockM : 0)) + kBarrierBytes + 1024;
   static_assert(kHeadDim == 64 || kHeadDim == 128, "the sm90 forward takes head dims 64 and 128");
   static_assert(kBlockM == 128 || (kBlockM == 192 && kHeadDim == 64), "192-row tiles are d = 64's alone");
   static_assert(!kDynamicTiles || kTmaLoad, "the tile queue has one drawing thread: the TMA producer");
+  static_assert(kQStages == 1 || kQStages == 2, "one or two Q buffers");
+  static_assert(kSmemBytes <= 227 * 1024, "beyond sm_90's 227 KB of shared memory per block");
   static_assert(register_split_fits(kProducerThreads, kProducerRegs, 32 * kConsumerWarps, kConsumerRegs),
                 "setmaxnreg split beyond the launch's registers");
 };

@@ -1,5 +1,5 @@
 # Shared by the one-call GPU scripts (fwd_check.sh, l2_order_ab.sh,
-# dynamic_tiles_ab.sh); source it from the repository root with the output
+# short_seq_ab.sh); source it from the repository root with the output
 # folder as $1. It makes that folder $OUT and sets the build's environment.
 # A step runs under its own time limit, so one hang cannot eat the device
 # call, and appends to $OUT/<name>.log; what comes back in the call's output
