@@ -28,7 +28,7 @@ source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...; ab_step LI
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 # attn_ab.py variants: name=flag,flag (comma-separated nvcc options).
 V=${V:-"auto= dyn=-DPK_SM90_DYNAMIC_TILES=1 dyn16=-DPK_SM90_DYNAMIC_TILES=1,-DPK_SM90_L2_SECTION_MB=16 q2=-DPK_SM90_Q_STAGES=2"}
-ab() { ab_step 150 ab_dyn "$@"; }  # head dim, seqlen
+ab() { ab_step 150 ab_knobs "$@"; }  # head dim, seqlen
 KNOBS="-DPK_SM90_DYNAMIC_TILES=1 -DPK_SM90_Q_STAGES=2 -DPK_SM90_L2_SECTION_MB=1"
 PK_DEV_FLAGS="$KNOBS" TAIL=2 step 150 tests_knobs python3 scripts/dev/attn_dev.py --tests
 for s in 1024 4096 16384; do ab 128 "$s"; done
