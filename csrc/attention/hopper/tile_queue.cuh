@@ -17,10 +17,11 @@
 // warps through a 2-slot ring in shared memory: slot i % 2 holds the i-th
 // tile, full_w(slot) completes when the producer wrote it, empty_w(slot)
 // when every consumer warp has read it. The barriers make any depth correct;
-// two slots seldom stall the producer, since it draws tile i + 2 only after
-// loading tile i + 1's Q, which waits for the consumers to release tile i's
-// Q, long after they read slot i (a tile with no key tile loads no Q, and
-// then the producer may wait on empty_w instead).
+// two slots seldom stall the producer: with one Q buffer it draws tile i + 2
+// only after loading tile i + 1's Q, which waits for the consumers to release
+// tile i's Q, long after they read slot i. (A tile with no key tile loads no
+// Q, and with -DPK_SM90_Q_STAGES=2 Q no longer holds it back; then the
+// producer may wait on empty_w instead.)
 #pragma once
 
 #include "attention/hopper/mbarrier.cuh"
