@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import glob
 import json
 import os
@@ -25,6 +24,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from profiling.common import git_commit, now_utc  # noqa: E402
 NVCC = ["nvcc", "-O3", "--use_fast_math", "--expt-relaxed-constexpr", "-std=c++17",
         "-gencode=arch=compute_90a,code=sm_90a", "-c"]
 KERNEL = "__global__ void probe(float* x) { x[threadIdx.x] = 0.f; }\n"
@@ -109,7 +110,7 @@ def main() -> int:
         nvrtc_rows = []
         lib_path = find_nvrtc(args.nvrtc)
         if lib_path:
-            os.environ["LD_LIBRARY_PATH"] = os.path.dirname(lib_path) + ":" + os.environ.get("LD_LIBRARY_PATH", "")
+            # NVRTC dlopens its builtins library by name: load it first, from beside libnvrtc.
             ctypes.CDLL(glob.glob(os.path.join(os.path.dirname(lib_path), "libnvrtc-builtins.so*"))[0])
             lib = ctypes.CDLL(lib_path)
             major, minor = ctypes.c_int(), ctypes.c_int()
@@ -130,9 +131,7 @@ def main() -> int:
         from importlib import metadata
 
         version = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        result = {"bench": "cute_header_cost", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                           text=True).stdout.strip(),
+        result = {"bench": "cute_header_cost", "date": now_utc(), "commit": git_commit(),
                   "host": f"{platform.machine()}, {os.cpu_count()} cores", "nvcc": version,
                   "nvidia_cutlass": metadata.version("nvidia-cutlass"),
                   "nvcc_rows": rows, "nvrtc_rows": nvrtc_rows}
