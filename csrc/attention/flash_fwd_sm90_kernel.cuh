@@ -82,6 +82,7 @@ struct Sm90Smem {
   // warp (2 KB per 64 columns, so every block starts 1024-aligned).
   using OutTile = SwizzledTile<16, kHeadDim>;
   static constexpr unsigned kFullCount = Tr::kTmaLoad ? 1 : Tr::kProducerThreads;  // arrivals per load
+  static_assert(Tr::kQueueBytes == (Tr::kDynamicTiles ? TileQueueSmem::kBytes : 0), "the queue's bytes, reserved");
   unsigned q, k, v, o, bars;
   TileQueueSmem queue;  // after the barriers below; used with -DPK_SM90_DYNAMIC_TILES=1 only
   unsigned q1_bars;     // full and empty of Q's second buffer, after the queue (-DPK_SM90_Q_STAGES=2)
@@ -92,9 +93,8 @@ struct Sm90Smem {
     v = k + kStages * KVTile::kBytes;
     o = v + kStages * KVTile::kBytes;
     bars = o + (Tr::kTmaStore ? Tr::kConsumerWarps * OutTile::kBytes : 0);
-    queue.bars = bars + 8 * (2 + 4 * kStages);
-    queue.slots = queue.bars + 4 * 8;
-    q1_bars = queue.bars + (Tr::kDynamicTiles ? 4 * 8 + 2 * 4 : 0);
+    queue = TileQueueSmem::at(bars + 8 * (2 + 4 * kStages));
+    q1_bars = queue.bars + Tr::kQueueBytes;
   }
   __device__ __forceinline__ unsigned q_tile(int s) const { return q + s * QTile::kBytes; }
   __device__ __forceinline__ unsigned k_tile(int s) const { return k + s * KVTile::kBytes; }

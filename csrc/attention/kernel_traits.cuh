@@ -174,9 +174,11 @@ struct FwdSm90Traits {
   static constexpr int kL2SectionMB = PK_SM90_L2_SECTION_MB;
   static constexpr bool kDynamicTiles = PK_SM90_DYNAMIC_TILES;
   static constexpr int kQStages = PK_SM90_Q_STAGES;
+  // The tile queue's 4 mbarriers and 2 int slots (hopper/tile_queue.cuh, TileQueueSmem).
+  static constexpr int kQueueBytes = kDynamicTiles ? 4 * 8 + 2 * 4 : 0;
   static constexpr int kTileBytes = kHeadDim * 2;  // per row; times the rows below
-  // Q's and the ring's full and empty barriers; the tile queue's 4 barriers and 2 slots (hopper/tile_queue.cuh).
-  static constexpr int kBarrierBytes = 8 * (2 * kQStages + 4 * kStages) + (kDynamicTiles ? 4 * 8 + 2 * 4 : 0);
+  // Q's and the ring's full and empty barriers, and the tile queue.
+  static constexpr int kBarrierBytes = 8 * (2 * kQStages + 4 * kStages) + kQueueBytes;
   // kQStages Q tiles, kStages K and V tiles, the out tile, the barriers, and 1024 bytes to
   // align the swizzled blocks.
   static constexpr int kSmemBytes =

@@ -32,7 +32,9 @@ namespace sm90 {
 
 struct TileQueueSmem {
   unsigned bars;   // 4 mbarriers: full_w(0), full_w(1), empty_w(0), empty_w(1)
-  unsigned slots;  // 2 ints (FwdSm90Traits::kBarrierBytes counts all 40 bytes)
+  unsigned slots;  // 2 ints, after them
+  static constexpr int kBytes = 4 * 8 + 2 * 4;  // FwdSm90Traits::kQueueBytes reserves it
+  __device__ __forceinline__ static TileQueueSmem at(unsigned base) { return {base, base + 4 * 8}; }
   __device__ __forceinline__ unsigned full_w(int s) const { return bars + 8 * s; }
   __device__ __forceinline__ unsigned empty_w(int s) const { return bars + 8 * (2 + s); }
   __device__ __forceinline__ unsigned slot(int s) const { return slots + 4 * s; }
