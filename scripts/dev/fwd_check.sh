@@ -32,11 +32,5 @@ sys.argv = ['long_context', '--seqlens', '1048576', '--modes', 'fwd', '--results
 runpy.run_module('profiling.long_context', run_name='__main__')"
 # The backward's GPU tests on the same build (its kernels share the mask and tile ranges).
 skip tests_bwd || TAIL=4 step 150 tests_bwd python3 scripts/dev/attn_bwd_dev.py --tests
-# memcheck on both GPU backends, every case (~20 s). racecheck, far slower, on the extension and
-# the 1100-token cases only (~70 s; all 52 passed 180 s once the 192-row kernel came): shared-memory
-# hazards come from the load/consume pipeline, which those cases walk through several work tiles
-# per CTA with both row counts; the mask flags of the small cases change only register math.
-TAIL=4 step 90 sanitize compute-sanitizer --tool memcheck --error-exitcode 9 --report-api-errors no \
-  python3 scripts/dev/attn_sanitize_dev.py
-skip racecheck || SANITIZE_LONG_ONLY=1 SANITIZE_BACKENDS=cuda TAIL=4 step 180 sanitize compute-sanitizer --tool racecheck \
-  --error-exitcode 9 --report-api-errors no python3 scripts/dev/attn_sanitize_dev.py
+memcheck_step 90 sanitize
+skip racecheck || racecheck_step 180 sanitize

@@ -32,10 +32,8 @@ ab() { ab_step 150 ab_knobs "$@"; }  # head dim, seqlen
 KNOBS="-DPK_SM90_DYNAMIC_TILES=1 -DPK_SM90_Q_STAGES=2 -DPK_SM90_L2_SECTION_MB=1"
 PK_DEV_FLAGS="$KNOBS" TAIL=2 step 150 tests_knobs python3 scripts/dev/attn_dev.py --tests
 for s in 1024 4096 16384; do ab 128 "$s"; done
-PK_DEV_FLAGS="$KNOBS" TAIL=4 step 60 sanitize_knobs compute-sanitizer --tool memcheck --error-exitcode 9 \
-  --report-api-errors no python3 scripts/dev/attn_sanitize_dev.py
-PK_DEV_FLAGS="$KNOBS" SANITIZE_LONG_ONLY=1 SANITIZE_BACKENDS=cuda TAIL=4 step 150 sanitize_knobs compute-sanitizer \
-  --tool racecheck --error-exitcode 9 --report-api-errors no python3 scripts/dev/attn_sanitize_dev.py
+PK_DEV_FLAGS="$KNOBS" memcheck_step 60 sanitize_knobs
+PK_DEV_FLAGS="$KNOBS" racecheck_step 150 sanitize_knobs
 for s in 2048 8192; do ab 128 "$s"; done
 for s in 16384 1024; do ab 64 "$s"; done
 V="auto= tma_st=-DPK_SM90_TMA_STORE=1"

@@ -16,6 +16,20 @@ step() {  # limit, log name, command...
   echo "=== $name: exit $rc after $(( $(date +%s) - t0 ))s"
   quiet < "$OUT/$name.log" | tail -n "${TAIL:-12}"
 }
+# compute-sanitizer on scripts/dev/attn_sanitize_dev.py (PK_DEV_FLAGS picks a
+# knob build). memcheck: both GPU backends, every case (~20 s). racecheck, far
+# slower: the extension and the 1100-token cases only (once under 180 s; on
+# 2026-12-07 it ran past 150 s). Shared-memory hazards come from the
+# load/consume pipeline, which those cases walk through several work tiles per
+# CTA with both row counts; the small cases' mask flags change only register math.
+memcheck_step() {  # limit, log name
+  TAIL=4 step "$1" "$2" compute-sanitizer --tool memcheck --error-exitcode 9 --report-api-errors no \
+    python3 scripts/dev/attn_sanitize_dev.py
+}
+racecheck_step() {  # limit, log name
+  SANITIZE_LONG_ONLY=1 SANITIZE_BACKENDS=cuda TAIL=4 step "$1" "$2" compute-sanitizer --tool racecheck \
+    --error-exitcode 9 --report-api-errors no python3 scripts/dev/attn_sanitize_dev.py
+}
 # One A/B shape (scripts/dev/attn_ab.py, the builds named in $V, each
 # name=flag,flag), into $OUT/NAME.log and NAME.jsonl; the tail is its table
 # (title, header, 4 variants).
