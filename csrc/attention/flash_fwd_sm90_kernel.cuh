@@ -123,16 +123,6 @@ struct Sm90Smem {
   }
 };
 
-// Q's buffer for the n-th work tile that loads one, and the parity of that
-// buffer's use: one buffer (the default) alternates parity per tile; two
-// (-DPK_SM90_Q_STAGES=2) let the producer load the next tile's Q while the
-// consumers still run the last one's first key tiles, not only after they
-// are done with its Q.
-template <int kQStages>
-__device__ __forceinline__ int q_stage(int n) { return kQStages == 1 ? 0 : n & 1; }
-template <int kQStages>
-__device__ __forceinline__ int q_phase(int n) { return kQStages == 1 ? n & 1 : (n >> 1) & 1; }
-
 // The kernel's tensor maps (hopper/tma_host.h builds them): boxes of 64
 // columns by kBlockM rows of q, kBlockN rows of k and v, 16 rows of out.
 struct Sm90FwdMaps {
@@ -229,8 +219,10 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
            params.seqlen_k, work.h_kv, work.b);
       k_slot.advance();
       if (it == 0) {  // Q after the first K, so that K_0 need not wait for the last tile's consumers
-        const int qs = q_stage<Tr::kQStages>(q_uses);
-        mbarrier_wait(sm.empty_q(qs), q_phase<Tr::kQStages>(q_uses) ^ 1);
+        // Q's buffers are a ring of kQStages (-DPK_SM90_Q_STAGES=2 lets the next
+        // tile's Q load while this tile's consumers still read theirs).
+        const int qs = ring_stage<Tr::kQStages>(q_uses);
+        mbarrier_wait(sm.empty_q(qs), ring_phase<Tr::kQStages>(q_uses) ^ 1);
         fill(QTile{}, sm.q_tile(qs), sm.full_q(qs), &maps.q, q_head, params.q_row_stride, work.row_lo, params.seqlen_q, work.h,
              work.b);
         ++q_uses;
@@ -343,8 +335,8 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
     };
 
     if (n_tiles > 0) {
-      const int qs = sm90::q_stage<Tr::kQStages>(q_uses);
-      acquire(sm.full_q(qs), sm90::q_phase<Tr::kQStages>(q_uses));
+      const int qs = sm90::ring_stage<Tr::kQStages>(q_uses);
+      acquire(sm.full_q(qs), sm90::ring_phase<Tr::kQStages>(q_uses));
       ++q_uses;
       q_wg = sm.q_tile(qs) + 64 * wg * 128;
       // Tile 0: S alone (there is no P V yet).

@@ -71,6 +71,15 @@ struct RingSlot {
   }
 };
 
+// The same ring, for a side that counts its uses anyway (n, from 0): use n
+// takes buffer n % kStages with parity (n / kStages) & 1, as RingSlot's n-th
+// advance would, without RingSlot's two registers.
+// (Unsigned: for a power of two the division is a shift, n never negative.)
+template <int kStages>
+__device__ __forceinline__ int ring_stage(int n) { return static_cast<int>(static_cast<unsigned>(n) % kStages); }
+template <int kStages>
+__device__ __forceinline__ int ring_phase(int n) { return static_cast<int>(static_cast<unsigned>(n) / kStages & 1u); }
+
 // Consumers: a warp's lane 0 tells the producer the warp is done with a buffer.
 __device__ __forceinline__ void release(unsigned bar, int lane) {
   __syncwarp();

@@ -47,11 +47,11 @@ struct TileQueueSmem {
 };
 
 // The slot of a CTA's i-th tile, and the parity of that slot's use: derived
-// from i, which both sides count anyway (a ring's own counters cost the
-// consumers two more registers, which at d = 128 tipped ptxas into spilling
-// the hoisted Q descriptors inside the key-tile loop).
-__device__ __forceinline__ int queue_stage(int i) { return i & 1; }
-__device__ __forceinline__ int queue_phase(int i) { return (i >> 1) & 1; }
+// from i, which both sides count anyway (ring_stage / ring_phase; a RingSlot's
+// own counters cost the consumers two more registers, which at d = 128 tipped
+// ptxas into spilling the hoisted Q descriptors inside the key-tile loop).
+__device__ __forceinline__ int queue_stage(int i) { return ring_stage<2>(i); }
+__device__ __forceinline__ int queue_phase(int i) { return ring_phase<2>(i); }
 
 // The producer's side: draw the i-th tile of this CTA (or -1 past the end)
 // and publish it to the consumers.
