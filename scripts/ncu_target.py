@@ -6,7 +6,11 @@
 The call runs twice (a warm-up, then the profiled one: hence --launch-skip 1),
 on random bf16 inputs, B·S = 16K tokens and H·D = 2048 as in the benchmark
 table. ``scripts/gpu_check.sh``'s ncu stage runs it for the forward and the
-dK/dV kernel and keeps ncu's text report.
+dK/dV kernel and keeps ncu's text report. ``--dev-build`` takes the
+extension from ``scripts/dev/attn_dev.py``'s build (PK_DEV_FLAGS picks a knob
+build) instead of the installed one; ``--peer cudnn`` (or ``flash``) runs
+SDPA's causal forward with that backend instead, to read its launch shape and
+memory traffic beside ours (``scripts/dev/ncu_short.sh``).
 """
 from __future__ import annotations
 
@@ -29,12 +33,32 @@ def main() -> None:
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--window", type=int, default=-1, help="left window (-1: plain causal)")
     p.add_argument("--backend", default="cuda")
+    p.add_argument("--dev-build", action="store_true", help="build and use scripts/dev/attn_dev.py's module")
+    p.add_argument("--peer", choices=("cudnn", "flash"), help="SDPA with this backend instead (forward only)")
     args = p.parse_args()
+    if args.dev_build:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "dev"))
+        from attn_dev import build
+
+        build(flags=tuple(os.environ.get("PK_DEV_FLAGS", "").split()))
     s = parse_size(args.seqlen)
     b, h = max(1, 16384 // s), 2048 // args.head_dim
     q, k, v = (torch.randn(b, s, h, args.head_dim, device="cuda", dtype=torch.bfloat16,
                            requires_grad=args.mode == "bwd") for _ in range(3))
     dout = torch.randn_like(q)
+    if args.peer:
+        if args.mode != "fwd" or args.window >= 0:
+            p.error("--peer runs the plain causal forward only")
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        backend = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[args.peer]
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # SDPA's (B, H, S, D) view of the same memory
+        with sdpa_kernel(backend):
+            for _ in range(2):
+                torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+        torch.cuda.synchronize()
+        print(f"ran SDPA {args.peer} fwd twice: B={b} S={s} H={h} D={args.head_dim}")
+        return
     for _ in range(2):
         out = pykernels.flash_attn_func(q, k, v, causal=True, window_size=(args.window, 0), backend=args.backend)
         if args.mode == "bwd":
