@@ -38,9 +38,9 @@ def main() -> None:
     args = p.parse_args()
     if args.dev_build:
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "dev"))
-        from attn_dev import build
+        from attn_dev import env_build
 
-        build(flags=tuple(os.environ.get("PK_DEV_FLAGS", "").split()))
+        env_build()
     s = parse_size(args.seqlen)
     b, h = max(1, 16384 // s), 2048 // args.head_dim
     q, k, v = (torch.randn(b, s, h, args.head_dim, device="cuda", dtype=torch.bfloat16,

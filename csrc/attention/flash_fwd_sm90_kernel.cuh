@@ -39,7 +39,8 @@
 // CTA c takes tiles c, 2G - 1 - c, 2G + c, 4G - 1 - c, ... (G CTAs): a
 // snake, so that under causal every CTA gets both long and short tiles
 // (hopper/work_order.cuh). (-DPK_SM90_DYNAMIC_TILES=1: the producer draws
-// each next tile from a per-launch counter instead, hopper/tile_queue.cuh.)
+// each next tile from a per-launch counter instead, hopper/tile_queue.cuh;
+// -DPK_SM90_PAIRED_TILES=1: pairs of query tiles m and Mq-1-m of one head.)
 //
 // No CTA-wide barrier inside the loops: the two warpgroups drift apart, so one
 // runs its softmax while the other's wgmmas keep the tensor cores busy. A
@@ -130,7 +131,8 @@ struct Sm90FwdMaps {
 };
 
 // The kernel's work order (hopper/work_order.cuh), for the producer and the
-// consumers alike: the grid once per CTA, then work tile w of it.
+// consumers alike: the grid once per CTA, the static list's i-th tile of this
+// CTA, then work tile w of the grid.
 template <int kHeadDim, int kBlockM_>
 __device__ __forceinline__ WorkGrid work_grid(const FlashFwdParams& params, int m_blocks) {
   return WorkGrid::make(params.batch, params.heads_q, params.heads_kv, params.seqlen_k, m_blocks, kHeadDim,
@@ -138,11 +140,17 @@ __device__ __forceinline__ WorkGrid work_grid(const FlashFwdParams& params, int 
 }
 
 template <int kHeadDim, int kBlockM_>
+__device__ __forceinline__ int static_work_tile(int i, int n_work) {
+  return FwdSm90Traits<kHeadDim, kBlockM_>::kPairedTiles ? work_tile_paired(i, blockIdx.x, gridDim.x, n_work)
+                                                         : work_tile(i, blockIdx.x, gridDim.x, n_work);
+}
+
+template <int kHeadDim, int kBlockM_>
 __device__ __forceinline__ QueryTileWork<kBlockM_, FwdSm90Traits<kHeadDim, kBlockM_>::kBlockN> work_at(
     const FlashFwdParams& params, const WorkGrid& grid, int w) {
   using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
   int bh, m;
-  grid.at<(Tr::kL2SectionMB != 0)>(w, bh, m);
+  grid.at<(Tr::kL2SectionMB != 0), Tr::kPairedTiles>(w, bh, m);
   return QueryTileWork<kBlockM_, Tr::kBlockN>::at(params, bh, m);
 }
 
@@ -201,7 +209,7 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
   int q_uses = 0;  // work tiles that loaded Q so far
   for (int i = 0;; ++i) {
     const int w = Tr::kDynamicTiles ? draw_tile(sm.queue, i, tile_counter, n_work)
-                                    : work_tile(i, blockIdx.x, gridDim.x, n_work);
+                                    : static_work_tile<kHeadDim, kBlockM_>(i, n_work);
     if (w < 0) break;
     const QueryTileWork<kBlockM, kBlockN> work = sm90::work_at<kHeadDim, kBlockM_>(params, grid, w);
     const int n_tiles = work.tiles.count();
@@ -295,7 +303,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   int q_uses = 0;
   for (int i = 0;; ++i) {
     const int w = Tr::kDynamicTiles ? sm90::take_tile(sm.queue, i, lane)
-                                    : sm90::work_tile(i, blockIdx.x, gridDim.x, n_work);
+                                    : sm90::static_work_tile<kHeadDim, kBlockM_>(i, n_work);
     if (w < 0) break;
     const QueryTileWork<kBlockM, kBlockN> work = sm90::work_at<kHeadDim, kBlockM_>(params, grid, w);
     const Mask& mask = work.mask;

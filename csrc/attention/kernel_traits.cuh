@@ -55,6 +55,12 @@
 #ifndef PK_SM90_DYNAMIC_TILES
 #define PK_SM90_DYNAMIC_TILES 0
 #endif
+// The paired static work order (hopper/work_order.cuh, work_tile_paired):
+// query tiles m and Mq-1-m of a head on one CTA, heads in order, no L2
+// sections; -DPK_SM90_PAIRED_TILES=1. Off until an A/B says otherwise.
+#ifndef PK_SM90_PAIRED_TILES
+#define PK_SM90_PAIRED_TILES 0
+#endif
 // Q buffers of the Hopper forward: 1, or 2 so that the producer may load the
 // next work tile's Q before the consumers release this one's
 // (-DPK_SM90_Q_STAGES=2). Off until an A/B says otherwise.
@@ -174,6 +180,8 @@ struct FwdSm90Traits {
   static constexpr int kL2SectionMB = PK_SM90_L2_SECTION_MB;
   static constexpr bool kDynamicTiles = PK_SM90_DYNAMIC_TILES;
   static constexpr int kQStages = PK_SM90_Q_STAGES;
+  static constexpr bool kPairedTiles = PK_SM90_PAIRED_TILES;
+  static_assert(!(kPairedTiles && kDynamicTiles), "the queue draws in its own order; pick one of the two");
   // The tile queue's 4 mbarriers and 2 int slots (hopper/tile_queue.cuh, TileQueueSmem).
   static constexpr int kQueueBytes = kDynamicTiles ? 4 * 8 + 2 * 4 : 0;
   static constexpr int kTileBytes = kHeadDim * 2;  // per row; times the rows below

@@ -95,6 +95,52 @@ void check_work_order(int n_work, int ctas) {
     if (taken[w] != 1) fail_order("a tile taken other than once", w);
 }
 
+// The paired order (-DPK_SM90_PAIRED_TILES=1): every (batch, head, query
+// tile) taken by exactly one CTA, each CTA's tiles in pairs of one head whose
+// causal costs (m + 1 key tiles) add up to Mq + 1 when Mq is even, the longer
+// first, and round r's pairs on the 2G tiles from 2rG on.
+void check_paired_order(int bh_count, int m_blocks, int ctas) {
+  using pykernels::attention::sm90::work_tile_paired;
+  using pykernels::attention::sm90::WorkGrid;
+  const WorkGrid g = WorkGrid::make(bh_count, 1, 1, 1024, m_blocks, 128, 0);
+  const int n_work = bh_count * m_blocks;
+  auto fail_pair = [&](const char* what, int w) {
+    if (++failures <= 20)
+      std::printf("FAIL paired order: %s: BH=%d Mq=%d ctas=%d w=%d\n", what, bh_count, m_blocks, ctas, w);
+  };
+  std::vector<int> taken(n_work, 0);
+  for (int cta = 0; cta < ctas; ++cta) {
+    bool ended = false;
+    int first_bh = -1, first_m = -1;
+    for (int i = 0; i <= 2 * (n_work / (2 * ctas) + 2); ++i) {
+      const int w = work_tile_paired(i, cta, ctas, n_work);
+      if (w < 0) {
+        ended = true;
+        continue;
+      }
+      if (ended || w >= n_work) {
+        fail_pair("a tile after the end", w);
+        continue;
+      }
+      if (w / (2 * ctas) != i / 2) fail_pair("a pair outside its round", w);
+      int bh = -1, m = -1;
+      g.at<false, true>(w, bh, m);
+      if (bh < 0 || bh >= bh_count || m < 0 || m >= m_blocks) {
+        fail_pair("outside the grid", w);
+        continue;
+      }
+      ++taken[bh * m_blocks + m];
+      if (i % 2 == 0) {
+        first_bh = bh, first_m = m;
+      } else if (m_blocks % 2 == 0 && (bh != first_bh || first_m + m != m_blocks - 1 || first_m < m)) {
+        fail_pair("not a head's tiles m and Mq-1-m, the longer first", w);
+      }
+    }
+  }
+  for (int t = 0; t < n_work; ++t)
+    if (taken[t] != 1) fail_pair("a tile taken other than once", t);
+}
+
 // WorkGrid (-DPK_SM90_L2_SECTION_MB): every (batch, head, query tile) is one
 // work tile exactly; section_mb = 0 is the default order; a section's heads
 // stay within one section.
@@ -156,6 +202,10 @@ int main() {
   for (int n_work : {1, 2, 7, 131, 132, 133, 264, 1000, 2048})
     for (int ctas : {1, 2, 3, 132})
       if (ctas <= n_work) check_work_order(n_work, ctas);  // the launcher starts min(SMs, work) CTAs
+  for (int bh_count : {1, 3, 16, 256})
+    for (int m_blocks : {1, 2, 5, 8, 128})
+      for (int ctas : {1, 2, 3, 132})
+        if (ctas <= bh_count * m_blocks) check_paired_order(bh_count, m_blocks, ctas);
   const int lengths[] = {1, 3, 8, 13, 29};
   const int sides[] = {kUnbounded, 0, 2, 7};
   const int sinks[] = {0, 1, 5, 20};
@@ -172,7 +222,7 @@ int main() {
                 check<4, 8>(sq, sk, left, right, sink, causal, offset);
                 ++cases;
               }
-  std::printf("%s: %ld mask cases x 3 tile shapes, the sm90 work order and work grid, %d failures\n", failures ? "FAILED" : "tile_range_test passed",
+  std::printf("%s: %ld mask cases x 3 tile shapes, the sm90 work orders and work grid, %d failures\n", failures ? "FAILED" : "tile_range_test passed",
               cases, failures);
   return failures ? 1 : 0;
 }

@@ -35,12 +35,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default=None, help="append JSON lines here")
+    ap.add_argument("--build-only", action="store_true", help="build the variants' modules, time nothing")
     args = ap.parse_args()
     flags = {}
     for arg in args.variants:
         name, _, opts = arg.partition("=")
         flags[name] = tuple(o for o in opts.split(",") if o)
     mods = {n: build(name=f"pk_attn_ab_{n}", flags=f, install=False) for n, f in flags.items()}
+    if args.build_only:
+        return
 
     import pykernels
     from bench_attention_dev import VARIANTS, time_fn, useful_flops

@@ -51,10 +51,17 @@ def build(archs=("90a",), name="pk_attn_dev", flags=(), install=True):
     return mod
 
 
+def env_build(install=True):
+    """build() as the environment asks: PK_DEV_FLAGS="-DPK_KNOB=1 ..." picks a knob
+    build, PK_DEV_NAME another module name (pk_attn_ab_<variant> reuses the
+    objects scripts/dev/attn_ab.py built for that variant with the same flags)."""
+    return build(name=os.environ.get("PK_DEV_NAME", "pk_attn_dev"),
+                 flags=tuple(os.environ.get("PK_DEV_FLAGS", "").split()), install=install)
+
+
 def main(test_file: str, bench_module: str) -> int:
     """Build, then run ``test_file`` with --tests and ``bench_module``.main() with --bench ARGS..."""
-    # PK_DEV_FLAGS="-DPK_KNOB=1 ..." runs the tests and benchmark on a knob build.
-    build(flags=tuple(os.environ.get("PK_DEV_FLAGS", "").split()))
+    env_build()  # PK_DEV_FLAGS: the tests and benchmark on a knob build
     args = sys.argv[1:]
     rc = 0
     if "--tests" in args:

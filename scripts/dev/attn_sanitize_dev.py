@@ -4,7 +4,7 @@ module has only attention, so the RoPE check reports "not run").
 
     [PK_DEV_FLAGS="-DKNOB=1"] compute-sanitizer --tool racecheck python scripts/dev/attn_sanitize_dev.py
 
-PK_DEV_FLAGS, as in attn_dev.py, checks a knob build.
+PK_DEV_FLAGS (and PK_DEV_NAME), as in attn_dev.py, check a knob build.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-from attn_dev import build  # noqa: E402
+from attn_dev import env_build  # noqa: E402
 
-build(flags=tuple(os.environ.get("PK_DEV_FLAGS", "").split()))
+env_build()
 import pykernels  # noqa: E402
 import sanitize_cases  # noqa: E402
 

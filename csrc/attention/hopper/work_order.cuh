@@ -61,8 +61,15 @@ struct WorkGrid {
 
   // kSections = false takes the plain order without a section's divisions
   // (-DPK_SM90_L2_SECTION_MB=0: a build that never sections pays nothing).
-  template <bool kSections>
+  // kPaired takes the paired order instead (work_tile_paired, below).
+  template <bool kSections, bool kPaired = false>
   __host__ __device__ __forceinline__ void at(int w, int& bh, int& m) const {
+    if (kPaired) {  // head-major; within a head the query tiles Mq-1, 0, Mq-2, 1, ...
+      bh = w / m_blocks;
+      const int r = w - bh * m_blocks;
+      m = (r & 1) ? r >> 1 : m_blocks - 1 - (r >> 1);
+      return;
+    }
     if (!kSections) {
       bh = w % bh_count;
       m = m_blocks - 1 - w / bh_count;
@@ -81,6 +88,24 @@ struct WorkGrid {
 __host__ __device__ __forceinline__ int work_tile(int i, int cta, int ctas, int n_work) {
   const int pos = (i & 1) ? ctas - 1 - cta : cta;
   const long long w = static_cast<long long>(i) * ctas + pos;
+  return w < n_work ? static_cast<int>(w) : -1;
+}
+
+// The paired order (-DPK_SM90_PAIRED_TILES=1), a static alternative to the
+// snake and the sections together. Under causal, query tiles m and Mq-1-m
+// of one head visit Mq+1 key tiles between them, whatever m is (the pairing
+// by which causal context parallelism balances its ranks, chunks i and
+// 2N-1-i on rank i: "zigzag" ring attention). So CTA c takes pair u = c, G + c, 2G + c, ... and both of its tiles,
+// the longer first: each round of G pairs costs the same on every CTA, with
+// no snake needed. And round r's pairs are consecutive, 2G query tiles of
+// about 2G / Mq neighbouring heads, so the K and V the CTAs read at the same
+// time take about 2G * 128 * 4 d bytes whatever S is (17 MB at d = 128, 132
+// SMs): L2-sized without sections, which broke the snake's balance from 4K
+// up (above). w indexes WorkGrid::at<..., true>'s head-major order, where
+// tiles 2u and 2u + 1 are one pair (with Mq odd, a head's middle tile pairs
+// with the next head's longest). Not yet timed.
+__host__ __device__ __forceinline__ int work_tile_paired(int i, int cta, int ctas, int n_work) {
+  const long long w = 2 * (static_cast<long long>(i >> 1) * ctas + cta) + (i & 1);
   return w < n_work ? static_cast<int>(w) : -1;
 }
 
