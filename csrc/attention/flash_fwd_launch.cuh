@@ -63,29 +63,18 @@ cudaError_t launch_flash_fwd_sm90(const FlashFwdParams& params, cudaStream_t str
     encode(&maps.o, p.out, p.seqlen_q, p.heads_q, p.o_batch_stride, p.o_row_stride, p.o_head_stride, 16);
   }
   if (map_err != cudaSuccess) return map_err;
-  // -DPK_SM90_DYNAMIC_TILES=1: the tile queue's counter (hopper/tile_queue.cuh),
-  // zeroed for this launch alone, on its stream (stream-ordered, so that
-  // launches on other streams never share one). An experiment's choice: under
-  // graph capture these become memory nodes, which limit how the graph may be
-  // instantiated; if the queue is kept, the counter should come from torch's
-  // allocator with the other outputs.
+  // The tile queue (hopper/tile_queue.cuh) where it pays, with the caller's
+  // counter (FlashFwdParams::tile_counter) zeroed on the launch's stream; a
+  // null counter passed to the kernel means the static order.
   int* tile_counter = nullptr;
-  if constexpr (Tr::kDynamicTiles) {
-    cudaError_t e = cudaMallocAsync(reinterpret_cast<void**>(&tile_counter), sizeof(int), stream);
+  if (Tr::kDynamicTiles && p.tile_counter != nullptr &&
+      (Tr::kDynamicTilesAlways || sm90::tile_queue_pays(p.seqlen_k, p.window_left, p.window_right, p.causal != 0, kHeadDim))) {
+    tile_counter = p.tile_counter;
+    const cudaError_t e = cudaMemsetAsync(tile_counter, 0, sizeof(int), stream);
     if (e != cudaSuccess) return e;
-    e = cudaMemsetAsync(tile_counter, 0, sizeof(int), stream);
-    if (e != cudaSuccess) {
-      cudaFreeAsync(tile_counter, stream);
-      return e;
-    }
   }
   kernel<<<grid, Tr::kNThreads, Tr::kSmemBytes, stream>>>(params, maps, tile_counter);
-  const cudaError_t launched = cudaGetLastError();
-  if constexpr (Tr::kDynamicTiles) {
-    const cudaError_t freed = cudaFreeAsync(tile_counter, stream);
-    if (launched == cudaSuccess) return freed;
-  }
-  return launched;
+  return cudaGetLastError();
 }
 
 template <int kHeadDim, bool kIsBf16>

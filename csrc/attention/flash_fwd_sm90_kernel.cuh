@@ -38,9 +38,11 @@
 // up to 2K keys, that order runs within L2-sized sections of heads.
 // CTA c takes tiles c, 2G - 1 - c, 2G + c, 4G - 1 - c, ... (G CTAs): a
 // snake, so that under causal every CTA gets both long and short tiles
-// (hopper/work_order.cuh). (-DPK_SM90_DYNAMIC_TILES=1: the producer draws
-// each next tile from a per-launch counter instead, hopper/tile_queue.cuh;
-// -DPK_SM90_PAIRED_TILES=1: pairs of query tiles m and Mq-1-m of one head.)
+// (hopper/work_order.cuh); or, where the launcher finds it pays
+// (tile_queue_pays: up to 4K keys, and past them without a left window),
+// the producer draws each next tile from a counter as its CTA frees up
+// (hopper/tile_queue.cuh), in L2-sized sections of heads.
+// (-DPK_SM90_PAIRED_TILES=1: pairs of query tiles m and Mq-1-m of one head.)
 //
 // No CTA-wide barrier inside the loops: the two warpgroups drift apart, so one
 // runs its softmax while the other's wgmmas keep the tensor cores busy. A
@@ -134,9 +136,9 @@ struct Sm90FwdMaps {
 // consumers alike: the grid once per CTA, the static list's i-th tile of this
 // CTA, then work tile w of the grid.
 template <int kHeadDim, int kBlockM_>
-__device__ __forceinline__ WorkGrid work_grid(const FlashFwdParams& params, int m_blocks) {
+__device__ __forceinline__ WorkGrid work_grid(const FlashFwdParams& params, int m_blocks, bool tile_queue) {
   return WorkGrid::make(params.batch, params.heads_q, params.heads_kv, params.seqlen_k, m_blocks, kHeadDim,
-                        section_mb_for(params.seqlen_k, FwdSm90Traits<kHeadDim, kBlockM_>::kL2SectionMB));
+                        section_mb_for(params.seqlen_k, FwdSm90Traits<kHeadDim, kBlockM_>::kL2SectionMB, tile_queue));
 }
 
 template <int kHeadDim, int kBlockM_>
@@ -204,12 +206,13 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
       arrive_on_copies(full);
     }
   };
-  const WorkGrid grid = work_grid<kHeadDim, kBlockM_>(params, m_blocks);
+  const bool tile_queue = Tr::kDynamicTiles && tile_counter != nullptr;  // the launcher's pick
+  const WorkGrid grid = work_grid<kHeadDim, kBlockM_>(params, m_blocks, tile_queue);
   RingSlot<Tr::kStages> k_slot, v_slot;
   int q_uses = 0;  // work tiles that loaded Q so far
   for (int i = 0;; ++i) {
-    const int w = Tr::kDynamicTiles ? draw_tile(sm.queue, i, tile_counter, n_work)
-                                    : static_work_tile<kHeadDim, kBlockM_>(i, n_work);
+    const int w = tile_queue ? draw_tile(sm.queue, i, tile_counter, n_work)
+                             : static_work_tile<kHeadDim, kBlockM_>(i, n_work);
     if (w < 0) break;
     const QueryTileWork<kBlockM, kBlockN> work = sm90::work_at<kHeadDim, kBlockM_>(params, grid, w);
     const int n_tiles = work.tiles.count();
@@ -250,7 +253,7 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
 template <int kHeadDim, int kBlockM_, bool kIsBf16, bool kHasAlibi>
 __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& params, const sm90::Sm90FwdMaps& maps,
                                                        const sm90::Sm90Smem<kHeadDim, kBlockM_>& sm, int warp, int lane,
-                                                       int n_work, int m_blocks) {
+                                                       int n_work, int m_blocks, bool tile_queue) {
   using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
   using QTile = typename sm90::Sm90Smem<kHeadDim, kBlockM_>::QTile;
   using KVTile = typename sm90::Sm90Smem<kHeadDim, kBlockM_>::KVTile;
@@ -260,7 +263,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   constexpr int kNTiles = kBlockN / 8, kDTiles = kHeadDim / 8, kPSteps = kBlockN / 16;
   const int wg = warp / 4, warp_in_wg = warp % 4;
   const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates (mma.cuh)
-  const sm90::WorkGrid grid = sm90::work_grid<kHeadDim, kBlockM_>(params, m_blocks);
+  const sm90::WorkGrid grid = sm90::work_grid<kHeadDim, kBlockM_>(params, m_blocks, tile_queue);
   const float exp2_scale = kHasAlibi ? 1.f : params.softmax_scale_log2;
 
   // Descriptors: Q and K are K-major (a k16 step = +32 bytes, a new 64-column
@@ -302,8 +305,8 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   sm90::RingSlot<Tr::kStages> k_slot, v_slot;
   int q_uses = 0;
   for (int i = 0;; ++i) {
-    const int w = Tr::kDynamicTiles ? sm90::take_tile(sm.queue, i, lane)
-                                    : sm90::static_work_tile<kHeadDim, kBlockM_>(i, n_work);
+    const int w = tile_queue ? sm90::take_tile(sm.queue, i, lane)
+                             : sm90::static_work_tile<kHeadDim, kBlockM_>(i, n_work);
     if (w < 0) break;
     const QueryTileWork<kBlockM, kBlockN> work = sm90::work_at<kHeadDim, kBlockM_>(params, grid, w);
     const Mask& mask = work.mask;
@@ -442,7 +445,8 @@ __global__ void __launch_bounds__(FwdSm90Traits<kHeadDim, kBlockM_>::kNThreads, 
     }
   } else {
     sm90::grow_registers<Tr::kConsumerRegs>();
-    flash_fwd_sm90_consume<kHeadDim, kBlockM_, kIsBf16, kHasAlibi>(params, maps, sm, warp, lane, n_work, m_blocks);
+    flash_fwd_sm90_consume<kHeadDim, kBlockM_, kIsBf16, kHasAlibi>(params, maps, sm, warp, lane, n_work, m_blocks,
+                                                                   Tr::kDynamicTiles && tile_counter != nullptr);
   }
 #endif
 }

@@ -50,10 +50,12 @@
 #define PK_SM90_L2_SECTION_MB -1
 #endif
 // Work tiles drawn from a per-launch counter as CTAs free up, rather than a
-// static list (hopper/tile_queue.cuh); -DPK_SM90_DYNAMIC_TILES=1, TMA loads
-// only. Off until an A/B says otherwise.
+// static list (hopper/tile_queue.cuh). -1 (the default) picks per launch
+// (tile_queue_pays, with the A/B behind it); 1 takes the queue on every
+// launch that has a counter, 0 builds without it. TMA loads only: with
+// -DPK_SM90_TMA_LOAD=0 or the paired order, -1 builds without it.
 #ifndef PK_SM90_DYNAMIC_TILES
-#define PK_SM90_DYNAMIC_TILES 0
+#define PK_SM90_DYNAMIC_TILES -1
 #endif
 // The paired static work order (hopper/work_order.cuh, work_tile_paired):
 // query tiles m and Mq-1-m of a head on one CTA, heads in order, no L2
@@ -178,9 +180,13 @@ struct FwdSm90Traits {
   static constexpr bool kTmaStore = PK_SM90_TMA_STORE;
   static constexpr bool kPingPong = PK_SM90_PINGPONG;
   static constexpr int kL2SectionMB = PK_SM90_L2_SECTION_MB;
-  static constexpr bool kDynamicTiles = PK_SM90_DYNAMIC_TILES;
   static constexpr int kQStages = PK_SM90_Q_STAGES;
   static constexpr bool kPairedTiles = PK_SM90_PAIRED_TILES;
+  // The tile queue compiled in (a launch still picks it or the static order),
+  // and taken on every launch with a counter.
+  static constexpr bool kDynamicTiles =
+      PK_SM90_DYNAMIC_TILES > 0 || (PK_SM90_DYNAMIC_TILES < 0 && kTmaLoad && !kPairedTiles);
+  static constexpr bool kDynamicTilesAlways = PK_SM90_DYNAMIC_TILES > 0;
   static_assert(!(kPairedTiles && kDynamicTiles), "the queue draws in its own order; pick one of the two");
   // The tile queue's 4 mbarriers and 2 int slots (hopper/tile_queue.cuh, TileQueueSmem).
   static constexpr int kQueueBytes = kDynamicTiles ? 4 * 8 + 2 * 4 : 0;

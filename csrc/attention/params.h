@@ -42,6 +42,11 @@ struct FlashFwdParams {
 
   float softmax_scale;
   float softmax_scale_log2;  // softmax_scale * log2(e): scores go straight into exp2
+
+  // One int of scratch on the launch's device, or nullptr: the Hopper
+  // forward's tile-queue counter (hopper/tile_queue.cuh), which its launcher
+  // zeroes on the stream. Without it that kernel takes the static order.
+  int* tile_counter;
 };
 
 }  // namespace attention

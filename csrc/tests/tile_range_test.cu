@@ -182,14 +182,28 @@ int main() {
       ++failures;
       std::printf("FAIL work grid: section sizes\n");
     }
-    // The default build's pick (-1): 16 MB sections up to 2K keys, the plain order past them.
+    // The default build's pick (-1): 16 MB sections with the tile queue, and in
+    // the static order up to 2K keys, the plain order past them.
     using pykernels::attention::sm90::section_mb_for;
-    if (section_mb_for(1024, -1) != 16 || section_mb_for(2048, -1) != 16 || section_mb_for(2049, -1) != 0 ||
-        section_mb_for(16384, -1) != 0 || section_mb_for(16384, 32) != 32 || section_mb_for(1024, 0) != 0 ||
-        WorkGrid::make(16, 16, 16, 1024, 8, 128, section_mb_for(1024, -1)).section != 32 ||
-        WorkGrid::make(1, 16, 16, 16384, 128, 128, section_mb_for(16384, -1)).section != 16) {
+    if (section_mb_for(1024, -1, false) != 16 || section_mb_for(2048, -1, false) != 16 ||
+        section_mb_for(2049, -1, false) != 0 || section_mb_for(16384, -1, false) != 0 ||
+        section_mb_for(16384, -1, true) != 16 || section_mb_for(16384, 32, true) != 32 ||
+        section_mb_for(1024, 0, true) != 0 ||
+        WorkGrid::make(16, 16, 16, 1024, 8, 128, section_mb_for(1024, -1, false)).section != 32 ||
+        WorkGrid::make(1, 16, 16, 16384, 128, 128, section_mb_for(16384, -1, false)).section != 16) {
       ++failures;
       std::printf("FAIL work grid: the default section pick\n");
+    }
+    // The default build's queue pick: d = 128 up to 4K keys, and past them without a left
+    // window; d = 64 up to 2K keys.
+    using pykernels::attention::sm90::tile_queue_pays;
+    if (!tile_queue_pays(1024, 1023, 0, true, 128) || !tile_queue_pays(4096, 1023, 0, true, 128) ||
+        tile_queue_pays(4097, 1023, 0, true, 128) || !tile_queue_pays(16384, -1, 0, true, 128) ||
+        !tile_queue_pays(16384, -1, 5, false, 128) || tile_queue_pays(16384, -1, -1, false, 128) ||
+        !tile_queue_pays(4096, -1, -1, false, 128) || !tile_queue_pays(2048, -1, 0, true, 64) ||
+        tile_queue_pays(2049, -1, 0, true, 64) || tile_queue_pays(16384, 1023, 0, true, 128)) {
+      ++failures;
+      std::printf("FAIL the tile queue's per-launch pick\n");
     }
   }
   for (int section_mb : {0, 1, 16, 32})

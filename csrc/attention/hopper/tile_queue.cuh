@@ -1,17 +1,18 @@
-// Who decides which work tile a persistent sm90 forward CTA takes next
-// (-DPK_SM90_DYNAMIC_TILES=1, an experiment, off: not yet timed).
+// Who decides which work tile a persistent sm90 forward CTA takes next.
 //
-// By default every warpgroup computes the same static list (work_tile in
-// hopper/work_order.cuh: CTA c takes c, 2G - 1 - c, 2G + c, ...). That
-// balances causal only while tile costs fall steadily with w; in L2 sections
-// (WorkGrid) costs rise again at each section's start, and the A/B of
-// 2026-12-07 lost 31-37% on causal from 4K on (work_order.cuh). With this
-// knob a CTA instead takes the next untaken tile when it is ready for one:
-// its first is w = blockIdx.x, each later one G + atomicAdd(counter, 1) on a
-// counter the launcher zeroes per launch (the dynamic, longest-first
-// scheduling of FlashAttention-3's persistent kernels, Shah et al. 2024).
-// Tiles still come in order of w, longest first within a section, so the
-// last to run are the short ones.
+// The static list (work_tile in hopper/work_order.cuh: CTA c takes c,
+// 2G - 1 - c, 2G + c, ...) balances causal only while tile costs fall
+// steadily with w; in L2 sections (WorkGrid) costs rise again at each
+// section's start, and the A/B of 2026-12-07 lost 31-37% on causal from 4K
+// on (work_order.cuh). With the queue a CTA instead takes the next untaken
+// tile when it is ready for one: its first is w = blockIdx.x, each later one
+// G + atomicAdd(counter, 1) on a counter the launcher zeroes per launch (the
+// dynamic, longest-first scheduling of FlashAttention-3's persistent
+// kernels, Shah et al. 2024). Tiles still come in order of w, longest first
+// within a section, so the last to run are the short ones. The launcher
+// takes it where the A/B of 2026-12-08 found it faster (tile_queue_pays in
+// work_order.cuh: +25% to +43% at 1K-2K, d = 128); -DPK_SM90_DYNAMIC_TILES=1
+// takes it on every launch, 0 builds without it.
 //
 // Only the producer thread (TMA loads) draws; it passes w to the consumer
 // warps through a 2-slot ring in shared memory: slot i % 2 holds the i-th

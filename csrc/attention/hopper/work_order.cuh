@@ -26,21 +26,46 @@ namespace sm90 {
 // head count once, and the last section may be smaller; one section covering
 // every head is the plain order.
 //
-// n = kAutoSectionMB for seqlen_k <= kAutoSectionMaxSeqlenK, else one
+// By default (-DPK_SM90_L2_SECTION_MB=-1) a launch takes kAutoSectionMB
+// sections with the tile queue (hopper/tile_queue.cuh) at any length, and in
+// the static snake only for seqlen_k <= kAutoSectionMaxSeqlenK, else one
 // section (-DPK_SM90_L2_SECTION_MB=n forces n; 0 forces the plain order).
-// Measured in one A/B (H100, d = 128, B * S = 16K, 16 MB sections against
+// Measured in the snake (H100, d = 128, B * S = 16K, 16 MB sections against
 // the plain order, profiling/results/h100-2026-12-07e/): S = 1K +8 to +13%
 // on every variant, 2K window +27%, sinks +21%, causal +4%, ALiBi -3%; but
-// 4K causal -31% and 16K causal -37%. Likely (not yet profiled): past a few
-// key tiles a row the reads come from L2 anyway, and the sections break the
-// snake's balance, since costs rise again at each section's start, so the
-// long and short causal tiles no longer pair up across CTAs.
+// 4K causal -31% and 16K causal -37%: the sections break the snake's
+// balance, since costs rise again at each section's start, so the long and
+// short causal tiles no longer pair up across CTAs. The queue, which hands
+// each CTA the next tile when it is free, has no such balance to break:
+// with it, 16 MB sections against the plain order measured +11% causal at
+// 4K, +5% at 8K, +3% at 16K (2026-12-08, profiling/results/h100-2026-12-08/).
 constexpr int kAutoSectionMB = 16;
 constexpr int kAutoSectionMaxSeqlenK = 2048;
 
-__host__ __device__ __forceinline__ int section_mb_for(int seqlen_k, int knob_mb) {
+__host__ __device__ __forceinline__ int section_mb_for(int seqlen_k, int knob_mb, bool tile_queue) {
   if (knob_mb >= 0) return knob_mb;
-  return seqlen_k <= kAutoSectionMaxSeqlenK ? kAutoSectionMB : 0;
+  return tile_queue || seqlen_k <= kAutoSectionMaxSeqlenK ? kAutoSectionMB : 0;
+}
+
+// Whether a launch takes the tile queue (-DPK_SM90_DYNAMIC_TILES=-1, the
+// default) or the static snake. From the A/B of 2026-12-08 (H100, B * S =
+// 16K, profiling/results/h100-2026-12-08/, queue with 16 MB sections against
+// the default before it), d = 128:
+// - up to 4K keys it wins on every variant (causal / window 1024 / 4 sinks
+//   + window / ALiBi): 1K +28% / +29% / +29% / +25%, 2K +43% / +15% / +21% /
+//   +41%, 4K +13% / +5% / +8% / +7%;
+// - past 4K it wins where rows see every earlier key (causal +5% at 8K, +3%
+//   at 16K; ALiBi +2%, 0%) and loses under the window (-4% and -5%; sinks
+//   -2%), whose tiles cost nearly the same: there the snake's fixed shares
+//   are balanced already, and the queue's sections only cost L2 reuse.
+// d = 64: +1% at 1K, 0 to -3% at 16K (untimed between), so up to 2K keys.
+// "Every earlier key": no left window, and a right bound (causal or a right
+// window), so that rows' costs differ; with neither bound every tile costs
+// the same, as under the window (not timed).
+__host__ __device__ __forceinline__ bool tile_queue_pays(int seqlen_k, int window_left, int window_right, bool causal,
+                                                         int head_dim) {
+  if (head_dim <= 64) return seqlen_k <= 2048;
+  return seqlen_k <= 4096 || (window_left < 0 && (causal || window_right >= 0));
 }
 
 struct WorkGrid {
