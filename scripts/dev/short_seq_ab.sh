@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One GPU call: four untimed experiments of the Hopper forward aimed at short
-# sequences (1K-4K, where the variants are 1.1-1.45x Flex), against the
-# default build (auto):
+# One GPU call: four experiments of the Hopper forward aimed at short
+# sequences (1K-4K), against the default build (auto). First run on
+# 2026-12-08 (profiling/results/h100-2026-12-08/), where auto was still the
+# static snake; since then auto takes the queue where that run found it faster
+# (tile_queue_pays), so dyn16 against auto now times the pick itself:
 # * dyn, dyn16: the tile queue (-DPK_SM90_DYNAMIC_TILES=1,
 #   hopper/tile_queue.cuh), CTAs drawing work tiles from a counter as they
 #   free up, so that L2 sections need not break the static snake's causal
@@ -14,7 +16,7 @@
 #   while this one's first key tiles still run;
 # * the TMA store (-DPK_SM90_TMA_STORE=1), timed so far at 16K only.
 # The steps, most telling first, each under its own time limit (about 9.5
-# minutes in all on an H100, estimated from 30 s per build and 27 s per test run):
+# minutes in all on an H100, estimated; it took 6.6 minutes on 2026-12-08):
 # 1. the five A/B modules built (scripts/dev/attn_ab.py --build-only);
 # 2. the A/B at d = 128 for S = 1K, 2K, 4K and 16K, then d = 64 at 16K and 1K;
 # 3. the attention GPU tests on the pair build (its A/B module, PK_DEV_NAME)
