@@ -37,9 +37,10 @@ _INTS = ("batch", "seqlen_q", "seqlen_k", "heads_q", "heads_kv", "head_dim", "q_
          "window_right", "sink_tokens", "causal")
 _FLOATS = ("softmax_scale", "softmax_scale_log2")
 # FlashFwdParams (csrc/attention/params.h), with C alignment rules.
+# tile_counter, last, is the Hopper kernel's scratch: the NVRTC kernels leave it null.
 _PARAMS_DTYPE = np.dtype(
     [(n, np.uint64) for n in _PTRS] + [(n, np.int64) for n in _STRIDES]
-    + [(n, np.int32) for n in _INTS] + [(n, np.float32) for n in _FLOATS],
+    + [(n, np.int32) for n in _INTS] + [(n, np.float32) for n in _FLOATS] + [("tile_counter", np.uint64)],
     align=True,
 )
 # FlashBwdParams (csrc/attention/flash_bwd.h) extends FlashFwdParams; the base
@@ -148,7 +149,7 @@ def _fwd_values(p, out: torch.Tensor, lse: torch.Tensor) -> tuple:
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
         hq if (slopes is not None and slopes.numel() == b * hq) else 0,
         b, sq, k.shape[1], hq, k.shape[2], d, p.q_offset, p.window_left, p.window_right, p.sink_tokens, int(p.causal),
-        p.softmax_scale, p.softmax_scale * LOG2E,
+        p.softmax_scale, p.softmax_scale * LOG2E, 0,
     )
 
 
