@@ -38,10 +38,10 @@
 // up to 2K keys, that order runs within L2-sized sections of heads.
 // CTA c takes tiles c, 2G - 1 - c, 2G + c, 4G - 1 - c, ... (G CTAs): a
 // snake, so that under causal every CTA gets both long and short tiles
-// (hopper/work_order.cuh); or, where the launcher finds it pays
-// (tile_queue_pays: up to 4K keys, and past them without a left window),
-// the producer draws each next tile from a counter as its CTA frees up
-// (hopper/tile_queue.cuh), in L2-sized sections of heads.
+// (hopper/work_order.cuh); or (-DPK_SM90_DYNAMIC_TILES=-1), where the
+// launcher finds it pays (tile_queue_pays: up to 4K keys, and past them
+// without a left window), the producer draws each next tile from a counter
+// as its CTA frees up (hopper/tile_queue.cuh), in L2-sized sections of heads.
 // (-DPK_SM90_PAIRED_TILES=1: pairs of query tiles m and Mq-1-m of one head.)
 //
 // No CTA-wide barrier inside the loops: the two warpgroups drift apart, so one

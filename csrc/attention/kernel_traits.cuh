@@ -50,12 +50,14 @@
 #define PK_SM90_L2_SECTION_MB -1
 #endif
 // Work tiles drawn from a per-launch counter as CTAs free up, rather than a
-// static list (hopper/tile_queue.cuh). -1 (the default) picks per launch
-// (tile_queue_pays, with the A/B behind it); 1 takes the queue on every
-// launch that has a counter, 0 builds without it. TMA loads only: with
-// -DPK_SM90_TMA_LOAD=0 or the paired order, -1 builds without it.
+// static list (hopper/tile_queue.cuh). -1 picks per launch (tile_queue_pays,
+// with the A/B behind it), 1 takes the queue on every launch that has a
+// counter, 0 builds without it. TMA loads only: with -DPK_SM90_TMA_LOAD=0 or
+// the paired order, -1 builds without it. The default stays 0 until -1 itself
+// has run on a GPU: the A/B timed and tested builds with the queue always on
+// (knob 1), not the per-launch pick (docs/attention_kernel.md).
 #ifndef PK_SM90_DYNAMIC_TILES
-#define PK_SM90_DYNAMIC_TILES -1
+#define PK_SM90_DYNAMIC_TILES 0
 #endif
 // The paired static work order (hopper/work_order.cuh, work_tile_paired):
 // query tiles m and Mq-1-m of a head on one CTA, heads in order, no L2

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One GPU call: four experiments of the Hopper forward aimed at short
 # sequences (1K-4K), against the default build (auto). First run on
-# 2026-12-08 (profiling/results/h100-2026-12-08/), where auto was still the
-# static snake; since then auto takes the queue where that run found it faster
-# (tile_queue_pays), so dyn16 against auto now times the pick itself:
+# 2026-12-08 (profiling/results/h100-2026-12-08/). auto is still the static
+# snake; -DPK_SM90_DYNAMIC_TILES=-1 takes the queue where that run found it
+# faster (tile_queue_pays), to be timed against these builds next:
 # * dyn, dyn16: the tile queue (-DPK_SM90_DYNAMIC_TILES=1,
 #   hopper/tile_queue.cuh), CTAs drawing work tiles from a counter as they
 #   free up, so that L2 sections need not break the static snake's causal

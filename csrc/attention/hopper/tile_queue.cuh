@@ -9,10 +9,11 @@
 // G + atomicAdd(counter, 1) on a counter the launcher zeroes per launch (the
 // dynamic, longest-first scheduling of FlashAttention-3's persistent
 // kernels, Shah et al. 2024). Tiles still come in order of w, longest first
-// within a section, so the last to run are the short ones. The launcher
-// takes it where the A/B of 2026-12-08 found it faster (tile_queue_pays in
-// work_order.cuh: +25% to +43% at 1K-2K, d = 128); -DPK_SM90_DYNAMIC_TILES=1
-// takes it on every launch, 0 builds without it.
+// within a section, so the last to run are the short ones. With
+// -DPK_SM90_DYNAMIC_TILES=-1 the launcher takes it where the A/B of
+// 2026-12-08 found it faster (tile_queue_pays in work_order.cuh: +25% to +43%
+// at 1K-2K, d = 128); 1 takes it on every launch; 0, still the default until
+// -1 has run on a GPU, builds without it.
 //
 // Only the producer thread (TMA loads) draws; it passes w to the consumer
 // warps through a 2-slot ring in shared memory: slot i % 2 holds the i-th

@@ -27,7 +27,7 @@ namespace sm90 {
 // every head is the plain order.
 //
 // By default (-DPK_SM90_L2_SECTION_MB=-1) a launch takes kAutoSectionMB
-// sections with the tile queue (hopper/tile_queue.cuh) at any length, and in
+// sections on the tile queue (hopper/tile_queue.cuh) at any length, and in
 // the static snake only for seqlen_k <= kAutoSectionMaxSeqlenK, else one
 // section (-DPK_SM90_L2_SECTION_MB=n forces n; 0 forces the plain order).
 // Measured in the snake (H100, d = 128, B * S = 16K, 16 MB sections against
@@ -47,8 +47,8 @@ __host__ __device__ __forceinline__ int section_mb_for(int seqlen_k, int knob_mb
   return tile_queue || seqlen_k <= kAutoSectionMaxSeqlenK ? kAutoSectionMB : 0;
 }
 
-// Whether a launch takes the tile queue (-DPK_SM90_DYNAMIC_TILES=-1, the
-// default) or the static snake. From the A/B of 2026-12-08 (H100, B * S =
+// Whether a launch takes the tile queue or the static snake, in a build with
+// -DPK_SM90_DYNAMIC_TILES=-1 (to become the default once it has run on a GPU). From the A/B of 2026-12-08 (H100, B * S =
 // 16K, profiling/results/h100-2026-12-08/, queue with 16 MB sections against
 // the default before it), d = 128:
 // - up to 4K keys it wins on every variant (causal / window 1024 / 4 sinks
