@@ -87,7 +87,7 @@ struct Sm90Smem {
   static constexpr unsigned kFullCount = Tr::kTmaLoad ? 1 : Tr::kProducerThreads;  // arrivals per load
   static_assert(Tr::kQueueBytes == (Tr::kDynamicTiles ? TileQueueSmem::kBytes : 0), "the queue's bytes, reserved");
   unsigned q, k, v, o, bars;
-  TileQueueSmem queue;  // after the barriers below; used with -DPK_SM90_DYNAMIC_TILES=1 only
+  TileQueueSmem queue;  // after the barriers below; there when the queue is compiled in (FwdSm90Traits::kDynamicTiles)
   unsigned q1_bars;     // full and empty of Q's second buffer, after the queue (-DPK_SM90_Q_STAGES=2)
 
   __device__ __forceinline__ explicit Sm90Smem(unsigned base) {

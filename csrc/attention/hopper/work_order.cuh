@@ -127,8 +127,13 @@ __host__ __device__ __forceinline__ int work_tile(int i, int cta, int ctas, int 
 // time take about 2G * 128 * 4 d bytes whatever S is (17 MB at d = 128, 132
 // SMs): L2-sized without sections, which broke the snake's balance from 4K
 // up (above). w indexes WorkGrid::at<..., true>'s head-major order, where
-// tiles 2u and 2u + 1 are one pair (with Mq odd, a head's middle tile pairs
-// with the next head's longest). Not yet timed.
+// tiles 2u and 2u + 1 are one pair. With Mq odd, a head's middle tile pairs
+// with the next head's longest, and in that next head the pairs shift to
+// (0, Mq-2), (1, Mq-3), ..., shorter first and Mq key tiles each: every tile
+// is still taken once, only the balance is a little worse. With fewer than 2G
+// tiles, CTAs past the pairs' count get none (the snake would use them all).
+// Timed on 2026-12-08 (profiling/results/h100-2026-12-08/): within 2-3% of
+// the tile queue on causal, best on ALiBi from 4K up, behind it on windows.
 __host__ __device__ __forceinline__ int work_tile_paired(int i, int cta, int ctas, int n_work) {
   const long long w = 2 * (static_cast<long long>(i >> 1) * ctas + cta) + (i & 1);
   return w < n_work ? static_cast<int>(w) : -1;
