@@ -67,8 +67,7 @@ cudaError_t launch_flash_fwd_sm90(const FlashFwdParams& params, cudaStream_t str
   // counter (FlashFwdParams::tile_counter) zeroed on the launch's stream; a
   // null counter passed to the kernel means the static order.
   int* tile_counter = nullptr;
-  if (Tr::kDynamicTiles && p.tile_counter != nullptr &&
-      (Tr::kDynamicTilesAlways || sm90::tile_queue_pays(p.seqlen_k, p.window_left, p.window_right, p.causal != 0, kHeadDim))) {
+  if (p.tile_counter != nullptr && flash_fwd_takes_tile_queue(p)) {
     tile_counter = p.tile_counter;
     const cudaError_t e = cudaMemsetAsync(tile_counter, 0, sizeof(int), stream);
     if (e != cudaSuccess) return e;

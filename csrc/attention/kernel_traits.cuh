@@ -75,6 +75,14 @@
 namespace pykernels {
 namespace attention {
 
+// The tile queue compiled into the Hopper forward (a launch still picks it or
+// the static order: flash_fwd_takes_tile_queue), and taken on every launch
+// that has a counter. Head dims and row counts share it.
+constexpr bool kSm90TileQueueBuilt =
+    PK_SM90_DYNAMIC_TILES > 0 || (PK_SM90_DYNAMIC_TILES < 0 && PK_SM90_TMA_LOAD && !PK_SM90_PAIRED_TILES);
+constexpr bool kSm90TileQueueAlways = PK_SM90_DYNAMIC_TILES > 0;
+
+
 template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_>
 struct FwdTraits {
   static constexpr int kHeadDim = kHeadDim_;
@@ -184,11 +192,7 @@ struct FwdSm90Traits {
   static constexpr int kL2SectionMB = PK_SM90_L2_SECTION_MB;
   static constexpr int kQStages = PK_SM90_Q_STAGES;
   static constexpr bool kPairedTiles = PK_SM90_PAIRED_TILES;
-  // The tile queue compiled in (a launch still picks it or the static order),
-  // and taken on every launch with a counter.
-  static constexpr bool kDynamicTiles =
-      PK_SM90_DYNAMIC_TILES > 0 || (PK_SM90_DYNAMIC_TILES < 0 && kTmaLoad && !kPairedTiles);
-  static constexpr bool kDynamicTilesAlways = PK_SM90_DYNAMIC_TILES > 0;
+  static constexpr bool kDynamicTiles = kSm90TileQueueBuilt;  // the tile queue compiled in
   static_assert(!(kPairedTiles && kDynamicTiles), "the queue draws in its own order; pick one of the two");
   // The tile queue's 4 mbarriers and 2 int slots (hopper/tile_queue.cuh, TileQueueSmem).
   static constexpr int kQueueBytes = kDynamicTiles ? 4 * 8 + 2 * 4 : 0;

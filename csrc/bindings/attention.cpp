@@ -132,11 +132,14 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd(const at::Tensor& q, const at::
   // torch's current stream (what at::cuda::getCurrentCUDAStream returns), so the
   // kernel orders with the caller's work and with CUDA graphs.
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  // The Hopper forward's tile-queue counter, from torch's caching allocator
-  // (stream-ordered, and a plain allocation under CUDA graph capture); the
-  // launcher zeroes it when the launch takes the queue.
-  const at::Tensor tile_counter = at::empty({1}, q.options().dtype(at::kInt));
-  p.tile_counter = tile_counter.data_ptr<int>();
+  // The Hopper forward's tile-queue counter, only for launches that take the
+  // queue, from torch's caching allocator (stream-ordered, and a plain
+  // allocation under CUDA graph capture); the launcher zeroes it.
+  at::Tensor tile_counter;
+  if (attention::flash_fwd_takes_tile_queue(p)) {
+    tile_counter = at::empty({1}, q.options().dtype(at::kInt));
+    p.tile_counter = tile_counter.data_ptr<int>();
+  }
   const cudaError_t err = attention::run_flash_fwd(p, q.scalar_type() == at::kBFloat16, stream);
   TORCH_CHECK(err == cudaSuccess, "pykernels attention_fwd: launch failed: ", cudaGetErrorString(err));
   return {out, lse};

@@ -68,6 +68,25 @@ void check(int sq, int sk, int left, int right, int sink, bool causal, int offse
 
 }  // namespace
 
+// One CTA's tile sequence next(i) for i = 0..max_i: visit(i, w) for each
+// tile; a tile after the sequence's first -1, or at or past n_work, fails.
+template <class Next, class Visit, class Fail>
+void walk_cta_tiles(int n_work, int max_i, Next next, Visit visit, Fail fail) {
+  bool ended = false;
+  for (int i = 0; i <= max_i; ++i) {
+    const int w = next(i);
+    if (w < 0) {
+      ended = true;
+      continue;
+    }
+    if (ended || w >= n_work) {
+      fail("a tile after the end", w);
+      continue;
+    }
+    visit(i, w);
+  }
+}
+
 // Every work tile in [0, n_work) is taken by exactly one of `ctas` CTAs, and
 // a CTA's sequence ends (-1) only after its last tile.
 void check_work_order(int n_work, int ctas) {
@@ -76,21 +95,10 @@ void check_work_order(int n_work, int ctas) {
     if (++failures <= 20) std::printf("FAIL work order: %s: n_work=%d ctas=%d tile=%d\n", what, n_work, ctas, w);
   };
   std::vector<int> taken(n_work, 0);
-  for (int cta = 0; cta < ctas; ++cta) {
-    bool ended = false;
-    for (int i = 0; i <= n_work / ctas + 2; ++i) {
-      const int w = work_tile(i, cta, ctas, n_work);
-      if (w < 0) {
-        ended = true;
-        continue;
-      }
-      if (ended || w >= n_work) {
-        fail_order("a tile after the end", w);
-        continue;
-      }
-      ++taken[w];
-    }
-  }
+  for (int cta = 0; cta < ctas; ++cta)
+    walk_cta_tiles(
+        n_work, n_work / ctas + 2, [&](int i) { return work_tile(i, cta, ctas, n_work); },
+        [&](int, int w) { ++taken[w]; }, fail_order);
   for (int w = 0; w < n_work; ++w)
     if (taken[w] != 1) fail_order("a tile taken other than once", w);
 }
@@ -110,24 +118,14 @@ void check_paired_order(int bh_count, int m_blocks, int ctas) {
   };
   std::vector<int> taken(n_work, 0);
   for (int cta = 0; cta < ctas; ++cta) {
-    bool ended = false;
     int first_bh = -1, first_m = -1;
-    for (int i = 0; i <= 2 * (n_work / (2 * ctas) + 2); ++i) {
-      const int w = work_tile_paired(i, cta, ctas, n_work);
-      if (w < 0) {
-        ended = true;
-        continue;
-      }
-      if (ended || w >= n_work) {
-        fail_pair("a tile after the end", w);
-        continue;
-      }
+    auto visit = [&](int i, int w) {
       if (w / (2 * ctas) != i / 2) fail_pair("a pair outside its round", w);
       int bh = -1, m = -1;
       g.at<false, true>(w, bh, m);
       if (bh < 0 || bh >= bh_count || m < 0 || m >= m_blocks) {
         fail_pair("outside the grid", w);
-        continue;
+        return;
       }
       ++taken[bh * m_blocks + m];
       if (i % 2 == 0) {
@@ -135,7 +133,10 @@ void check_paired_order(int bh_count, int m_blocks, int ctas) {
       } else if (m_blocks % 2 == 0 && (bh != first_bh || first_m + m != m_blocks - 1 || first_m < m)) {
         fail_pair("not a head's tiles m and Mq-1-m, the longer first", w);
       }
-    }
+    };
+    walk_cta_tiles(
+        n_work, 2 * (n_work / (2 * ctas) + 2), [&](int i) { return work_tile_paired(i, cta, ctas, n_work); }, visit,
+        fail_pair);
   }
   for (int t = 0; t < n_work; ++t)
     if (taken[t] != 1) fail_pair("a tile taken other than once", t);
