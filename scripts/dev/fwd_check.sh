@@ -26,8 +26,8 @@ TAIL=28 step 200 bench python3 scripts/dev/attn_dev.py --bench --providers cuda,
 skip long_1m || step 50 long_1m python3 -c "
 import runpy, sys
 sys.path.insert(0, 'scripts/dev')
-from attn_dev import build
-build()
+from attn_dev import env_build
+env_build()
 sys.argv = ['long_context', '--seqlens', '1048576', '--modes', 'fwd', '--results', '$OUT']
 runpy.run_module('profiling.long_context', run_name='__main__')"
 # The backward's GPU tests on the same build (its kernels share the mask and tile ranges).
