@@ -25,7 +25,8 @@ from .variants import Variant
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 
 
-def _sdpa_backend(name: str):
+def sdpa_backend(name: str):
+    """The SDPBackend for one of SDPA_BACKENDS."""
     from torch.nn.attention import SDPBackend
 
     return {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -100,7 +101,7 @@ def _sdpa_call(backend: Optional[str]):
             return F.scaled_dot_product_attention(q, k, v, **kw)
         from torch.nn.attention import sdpa_kernel
 
-        with sdpa_kernel(_sdpa_backend(backend)):
+        with sdpa_kernel(sdpa_backend(backend)):
             return F.scaled_dot_product_attention(q, k, v, **kw)
 
     return call

@@ -8,7 +8,7 @@ on random bf16 inputs, B·S = 16K tokens and H·D = 2048 as in the benchmark
 table. ``scripts/gpu_check.sh``'s ncu stage runs it for the forward and the
 dK/dV kernel and keeps ncu's text report. ``--dev-build`` takes the
 extension from ``scripts/dev/attn_dev.py``'s build (PK_DEV_FLAGS picks a knob
-build) instead of the installed one; ``--peer cudnn`` (or ``flash``) runs
+build) instead of the installed one; ``--peer cudnn`` (or another SDPA backend) runs
 SDPA's causal forward with that backend instead, to read its launch shape and
 memory traffic beside ours (``scripts/dev/ncu_short.sh``).
 """
@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import pykernels  # noqa: E402
 from profiling.common import parse_size  # noqa: E402
+from profiling.providers import SDPA_BACKENDS, sdpa_backend  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     p.add_argument("--window", type=int, default=-1, help="left window (-1: plain causal)")
     p.add_argument("--backend", default="cuda")
     p.add_argument("--dev-build", action="store_true", help="build and use scripts/dev/attn_dev.py's module")
-    p.add_argument("--peer", choices=("cudnn", "flash"), help="SDPA with this backend instead (forward only)")
+    p.add_argument("--peer", choices=SDPA_BACKENDS, help="SDPA with this backend instead (forward only)")
     args = p.parse_args()
     if args.dev_build:
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "dev"))
@@ -49,11 +50,10 @@ def main() -> None:
     if args.peer:
         if args.mode != "fwd" or args.window >= 0:
             p.error("--peer runs the plain causal forward only")
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torch.nn.attention import sdpa_kernel
 
-        backend = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[args.peer]
         qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # SDPA's (B, H, S, D) view of the same memory
-        with sdpa_kernel(backend):
+        with sdpa_kernel(sdpa_backend(args.peer)):
             for _ in range(2):
                 torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
         torch.cuda.synchronize()
