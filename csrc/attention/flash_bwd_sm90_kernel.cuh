@@ -145,7 +145,6 @@ __device__ __forceinline__ void flash_bwd_sm90_consume(const FlashBwdParams& par
   using WgmmaQ = sm90::Wgmma<64, kIsBf16>;           // this warpgroup's 64 x 64 slice of dQ
   constexpr int kBlockM = Tr::kBlockM, kBlockN = Tr::kBlockN;
   constexpr int kMTiles = kBlockM / 8, kDTiles = kHeadDim / 8, kMSteps = kBlockM / 16;
-  constexpr unsigned kGroupBytes = 8 * 128;  // 8 swizzled rows
   const int wg = warp / 4, warp_in_wg = warp % 4;
   const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates (mma.cuh)
   const int warp_key = 64 * wg + 16 * warp_in_wg;  // this warp's 16 keys within the tile
@@ -162,23 +161,14 @@ __device__ __forceinline__ void flash_bwd_sm90_consume(const FlashBwdParams& par
   const unsigned k_wg = sm.k + 64 * wg * 128, v_wg = sm.v + 64 * wg * 128;
   auto issue_transposed_scores = [&](float (&D)[kMTiles][4], unsigned a_rows, unsigned b_tile) {
 #pragma unroll
-    for (int ks = 0; ks < kHeadDim / 16; ++ks) {
-      const unsigned k_off = (ks % 4) * 32;
-      const unsigned long long da =
-          sm90::smem_desc(a_rows + (ks / 4) * Smem::KVTile::kBlockBytes + k_off, 16, kGroupBytes);
-      const unsigned long long db =
-          sm90::smem_desc(b_tile + (ks / 4) * Smem::QTile::kBlockBytes + k_off, 16, kGroupBytes);
-      WgmmaS::template ss<0>(D, da, db, ks > 0);
-    }
+    for (int ks = 0; ks < kHeadDim / 16; ++ks)
+      WgmmaS::template ss<0>(D, Smem::KVTile::k_major_desc(a_rows, ks), Smem::QTile::k_major_desc(b_tile, ks), ks > 0);
     sm90::commit();
   };
   // dV += P^T dO (or dK += dS^T Q): A from registers, B (dO or Q) MN-major, k = query row.
   auto issue_key_grad = [&](float (&D)[kDTiles][4], const unsigned (&A)[kMSteps][4], unsigned b_tile) {
 #pragma unroll
-    for (int ks = 0; ks < kMSteps; ++ks) {
-      const unsigned long long db = sm90::smem_desc(b_tile + ks * 16 * 128, Smem::QTile::kBlockBytes, kGroupBytes);
-      WgmmaD::template rs<1>(D, A[ks], db, 1);
-    }
+    for (int ks = 0; ks < kMSteps; ++ks) WgmmaD::template rs<1>(D, A[ks], Smem::QTile::mn_major_desc(b_tile, ks), 1);
   };
 
   float dK[1][kDTiles][4], dV[1][kDTiles][4];
@@ -319,13 +309,9 @@ __device__ __forceinline__ void flash_bwd_sm90_consume(const FlashBwdParams& par
       float dQ[1][8][4];
       sm90::fence();
 #pragma unroll
-      for (int ks = 0; ks < kBlockN / 16; ++ks) {
-        const unsigned long long da = sm90::smem_desc(ds + (dq_row0 / 64) * Smem::DsTile::kBlockBytes + ks * 16 * 128,
-                                                      Smem::DsTile::kBlockBytes, kGroupBytes);
-        const unsigned long long db = sm90::smem_desc(sm.k + (dq_col0 / 64) * Smem::KVTile::kBlockBytes + ks * 16 * 128,
-                                                      Smem::KVTile::kBlockBytes, kGroupBytes);
-        WgmmaQ::template ss<1, 1>(dQ[0], da, db, ks > 0);
-      }
+      for (int ks = 0; ks < kBlockN / 16; ++ks)
+        WgmmaQ::template ss<1, 1>(dQ[0], Smem::DsTile::mn_major_desc(ds, ks, dq_row0 / 64),
+                                  Smem::KVTile::mn_major_desc(sm.k, ks, dq_col0 / 64), ks > 0);
       sm90::commit();
       sm90::wait<0>();
       sm90::fence_operand(dQ[0]);

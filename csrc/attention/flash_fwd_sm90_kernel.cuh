@@ -266,27 +266,18 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   const sm90::WorkGrid grid = sm90::work_grid<kHeadDim, kBlockM_>(params, m_blocks, tile_queue);
   const float exp2_scale = kHasAlibi ? 1.f : params.softmax_scale_log2;
 
-  // Descriptors: Q and K are K-major (a k16 step = +32 bytes, a new 64-column
-  // block every 4 steps), V is MN-major (a k16 step = 16 key rows; LBO jumps
-  // between 64-column blocks). See hopper/wgmma.cuh.
-  constexpr unsigned kGroupBytes = 8 * 128;  // 8 swizzled rows
+  // Descriptors (hopper/smem_tile.cuh): Q and K are K-major operands, V an
+  // MN-major one.
   unsigned q_wg = sm.q + 64 * wg * 128;  // this warpgroup's rows of the work tile's Q buffer
   auto issue_s = [&](float (&S)[1][kNTiles][4], unsigned k_tile) {
 #pragma unroll
-    for (int ks = 0; ks < kHeadDim / 16; ++ks) {
-      const unsigned k_off = (ks % 4) * 32;  // within the 128-byte row
-      const unsigned long long da = sm90::smem_desc(q_wg + (ks / 4) * QTile::kBlockBytes + k_off, 16, kGroupBytes);
-      const unsigned long long db = sm90::smem_desc(k_tile + (ks / 4) * KVTile::kBlockBytes + k_off, 16, kGroupBytes);
-      WgmmaS::template ss<0>(S[0], da, db, ks > 0);
-    }
+    for (int ks = 0; ks < kHeadDim / 16; ++ks)
+      WgmmaS::template ss<0>(S[0], QTile::k_major_desc(q_wg, ks), KVTile::k_major_desc(k_tile, ks), ks > 0);
     sm90::commit();
   };
   auto issue_o = [&](float (&O)[1][kDTiles][4], const unsigned (&P)[kPSteps][4], unsigned v_tile) {
 #pragma unroll
-    for (int ks = 0; ks < kPSteps; ++ks) {
-      const unsigned long long db = sm90::smem_desc(v_tile + ks * 16 * 128, KVTile::kBlockBytes, kGroupBytes);
-      WgmmaO::template rs<1>(O[0], P[ks], db, 1);
-    }
+    for (int ks = 0; ks < kPSteps; ++ks) WgmmaO::template rs<1>(O[0], P[ks], KVTile::mn_major_desc(v_tile, ks), 1);
     sm90::commit();
   };
 

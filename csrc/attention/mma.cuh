@@ -18,7 +18,9 @@
 // * The GPU machines' image has no CUTLASS headers; every build there would
 //   carry the wheel.
 // These are costs, not a speed verdict: no CuTe formulation of a kernel has
-// been timed against ours.
+// been timed against ours. CuTe is our oracle instead: on the host, CI checks
+// the Hopper kernels' swizzled layouts and wgmma descriptors against CuTe's
+// (csrc/tests/smem_layout_test.cu).
 //
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16"), for lane
 // l with g = l / 4 and t = l % 4:

@@ -12,7 +12,9 @@
 #include "attention/copy.cuh"
 #include "attention/hopper/mbarrier.cuh"
 #include "attention/hopper/tma.cuh"
+#include "attention/hopper/wgmma.cuh"
 #include "attention/params.h"
+#include "common/host_device.h"
 
 namespace pykernels {
 namespace attention {
@@ -34,9 +36,26 @@ struct SwizzledTile {
   static constexpr int kBytes = kBlocks * kBlockBytes;
   static constexpr int kChunksPerRow = kHeadDim / 8;
 
+  static constexpr unsigned kGroupBytes = 8 * 128;  // 8 rows: one period of the swizzle
+
   // Byte offset of 16-byte chunk c (columns 8c..8c+7) of row r.
-  __device__ __forceinline__ static unsigned chunk_offset(int r, int c) {
+  PK_HOST_DEVICE static constexpr unsigned chunk_offset(int r, int c) {
     return (c >> 3) * kBlockBytes + r * 128 + (((c & 7) ^ (r & 7)) << 4);
+  }
+
+  // wgmma descriptors (wgmma.cuh) of k16 step ks of the tile at shared byte
+  // address `tile` (or of its rows from a multiple of 8 on: `tile` + 128 per
+  // row). csrc/tests/smem_layout_test.cu checks both against CuTe's
+  // make_gmma_desc on CuTe's canonical layouts of the same bytes.
+  // K-major: k runs along the rows (Q and K as operands of Q K^T): columns
+  // 16 ks..16 ks+15, 32 bytes into a row, in column block ks / 4.
+  PK_HOST_DEVICE static constexpr unsigned long long k_major_desc(unsigned tile, int ks) {
+    return smem_desc(tile + (ks / 4) * kBlockBytes + (ks % 4) * 32, 16, kGroupBytes);
+  }
+  // MN-major: k runs down the rows (V as B of P V: rows 16 ks..16 ks+15),
+  // M or N along them from column block `block` on, LBO stepping blocks.
+  PK_HOST_DEVICE static constexpr unsigned long long mn_major_desc(unsigned tile, int ks, int block = 0) {
+    return smem_desc(tile + block * kBlockBytes + ks * 16 * 128, kBlockBytes, kGroupBytes);
   }
 
   // Copy rows [row0, row0 + kRows) of one head (row stride in elements) into

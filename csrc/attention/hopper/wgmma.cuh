@@ -34,10 +34,15 @@
 //     64-column blocks, SBO = between 8-row groups along K (1024 bytes); a
 //     k16 step moves 16 rows (2048 bytes).
 // Every 64-column block must start on a 1024-byte boundary.
+// SwizzledTile::k_major_desc and mn_major_desc (smem_tile.cuh) build these
+// descriptors; csrc/tests/smem_layout_test.cu checks them, and the layout,
+// against CuTe's make_gmma_desc and canonical layouts.
 //
 // Hand-written PTX for the reason mma.cuh gives (NVRTC compiles these headers
 // too). Everything below needs sm_90a: callers guard with PK_SM90A.
 #pragma once
+
+#include "common/host_device.h"
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define PK_SM90A 1
@@ -53,7 +58,9 @@ namespace sm90 {
 constexpr unsigned long long kDescSwizzle128 = 1ull << 62;
 
 // Descriptor of a 128B-swizzled tile at shared-space byte address `addr`.
-__device__ __forceinline__ unsigned long long smem_desc(unsigned addr, unsigned lbo_bytes, unsigned sbo_bytes) {
+// (Host-callable so that csrc/tests/smem_layout_test.cu can check the
+// descriptors of smem_tile.cuh against CuTe's make_gmma_desc.)
+PK_HOST_DEVICE constexpr unsigned long long smem_desc(unsigned addr, unsigned lbo_bytes, unsigned sbo_bytes) {
   return static_cast<unsigned long long>((addr & 0x3FFFF) >> 4) |
          (static_cast<unsigned long long>((lbo_bytes >> 4) & 0x3FFF) << 16) |
          (static_cast<unsigned long long>((sbo_bytes >> 4) & 0x3FFF) << 32) | kDescSwizzle128;
