@@ -104,18 +104,27 @@ def test_gqa_every_feature(backend, hq, hkv, d):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("variant", ["causal", "window_sinks", "alibi_gqa", "full"])
+@pytest.mark.parametrize("variant", ["causal", "window_sinks", "alibi_gqa", "full", "masked_tiles"])
 def test_many_query_tiles(backend, d, variant):
     # 4 x 16 heads x 17 query tiles = 1088 work tiles, several per SM: the
     # persistent wgmma forward carries its barrier phases and softmax state
     # from one work tile to the next (and tile sizes differ under causal).
+    # masked_tiles: Sk = 700 < Sq, causal bottom-right, so the first 1400 rows
+    # see no key and most work tiles have no key tile at all, between tiles
+    # that do (the loads skip them; the outputs are zeros and the sink logit).
     hkv = 2 if variant == "alibi_gqa" else 16
-    q, k, v, sinks, slopes = _inputs(4, 2100, 2100, 16, hkv, d, torch.bfloat16, variant == "window_sinks",
+    sk = 700 if variant == "masked_tiles" else 2100
+    q, k, v, sinks, slopes = _inputs(4, 2100, sk, 16, hkv, d, torch.bfloat16,
+                                     variant in ("window_sinks", "masked_tiles"),
                                      "heads" if variant == "alibi_gqa" else None)
     kw = dict(causal=variant != "full")
     if variant == "window_sinks":
         kw.update(window=(1000, 0), sink_tokens=4, sink_logits=sinks)
-    _check(backend, q, k, v, alibi_slopes=slopes, **kw)
+    if variant == "masked_tiles":
+        kw.update(sink_logits=sinks)
+    out, _ = _check(backend, q, k, v, alibi_slopes=slopes, **kw)
+    if variant == "masked_tiles":
+        assert (out[:, :1400] == 0).all()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -32,7 +32,8 @@
 // and first K/V while the consumers still finish and store the last one; a
 // 1024-wide window (9 key tiles per query tile) no longer pays a CTA launch
 // and cold loads per 9 tiles (it still drains the consumers' S / P V overlap
-// once per query tile). Work tile i is query tile
+// once per query tile; -DPK_SM90_CHAINED_TILES=1 carries the overlap across
+// work tiles, issuing the next tile's first S with this tile's last P V). Work tile i is query tile
 // (Mq - 1 - i / BH) of (batch, head) i % BH: the longest causal rows first,
 // heads sharing a KV head side by side (as query_tile.cuh orders its grid);
 // up to 2K keys, that order runs within L2-sized sections of heads.
@@ -220,8 +221,22 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
     const elem* q_head = head_rows<const elem>(params.q, work.b, work.h, params.q_batch_stride, params.q_head_stride);
     const elem* k_head = head_rows<const elem>(params.k, work.b, work.h_kv, params.k_batch_stride, params.k_head_stride);
     const elem* v_head = head_rows<const elem>(params.v, work.b, work.h_kv, params.v_batch_stride, params.v_head_stride);
+    // Q's buffers are a ring of kQStages (-DPK_SM90_Q_STAGES=2 lets the next
+    // tile's Q load while this tile's consumers still read theirs).
+    auto load_q = [&] {
+      const int qs = ring_stage<Tr::kQStages>(q_uses);
+      mbarrier_wait(sm.empty_q(qs), ring_phase<Tr::kQStages>(q_uses) ^ 1);
+      fill(QTile{}, sm.q_tile(qs), sm.full_q(qs), &maps.q, q_head, params.q_row_stride, work.row_lo, params.seqlen_q, work.h,
+           work.b);
+      ++q_uses;
+    };
+    // Q after the first K, so that K_0 need not wait for the last tile's
+    // consumers; but chained (-DPK_SM90_CHAINED_TILES=1) with two Q buffers,
+    // where no wait holds it and the consumers want it with K_0, first.
+    constexpr bool kQFirst = Tr::kChainedTiles && Tr::kQStages == 2;
     for (int it = 0; it < n_tiles; ++it) {
       const int col_lo = work.tiles.tile(it) * kBlockN;
+      if (kQFirst && it == 0) load_q();
       // Wait for the consumers' release of this buffer's previous use: parity
       // phase ^ 1. On the first pass (phase 0) that is parity 1, which a fresh
       // barrier (in phase 0) reports as complete at once: the ring starts empty.
@@ -229,15 +244,7 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
       fill(KVTile{}, sm.k_tile(k_slot.stage), sm.full_k(k_slot.stage), &maps.k, k_head, params.k_row_stride, col_lo,
            params.seqlen_k, work.h_kv, work.b);
       k_slot.advance();
-      if (it == 0) {  // Q after the first K, so that K_0 need not wait for the last tile's consumers
-        // Q's buffers are a ring of kQStages (-DPK_SM90_Q_STAGES=2 lets the next
-        // tile's Q load while this tile's consumers still read theirs).
-        const int qs = ring_stage<Tr::kQStages>(q_uses);
-        mbarrier_wait(sm.empty_q(qs), ring_phase<Tr::kQStages>(q_uses) ^ 1);
-        fill(QTile{}, sm.q_tile(qs), sm.full_q(qs), &maps.q, q_head, params.q_row_stride, work.row_lo, params.seqlen_q, work.h,
-             work.b);
-        ++q_uses;
-      }
+      if (!kQFirst && it == 0) load_q();
       mbarrier_wait(sm.empty_v(v_slot.stage), v_slot.phase ^ 1);
       fill(KVTile{}, sm.v_tile(v_slot.stage), sm.full_v(v_slot.stage), &maps.v, v_head, params.v_row_stride, col_lo,
            params.seqlen_k, work.h_kv, work.b);
@@ -295,121 +302,214 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   const sm90::WarpgroupTurns<Tr::kConsumerWarps / 4, Tr::kPingPong> turns(wg);
   sm90::RingSlot<Tr::kStages> k_slot, v_slot;
   int q_uses = 0;
-  for (int i = 0;; ++i) {
-    const int w = tile_queue ? sm90::take_tile(sm.queue, i, lane)
-                             : sm90::static_work_tile<kHeadDim, kBlockM_>(i, n_work);
-    if (w < 0) break;
-    const QueryTileWork<kBlockM, kBlockN> work = sm90::work_at<kHeadDim, kBlockM_>(params, grid, w);
-    const Mask& mask = work.mask;
-    const int n_tiles = work.tiles.count();
-    const float slope_log2 =
-        (kHasAlibi && params.alibi_slopes != nullptr) ? alibi_slope_log2(params, work.b, work.h) : 0.f;
-    const float sink_log2 = params.sink_logits != nullptr ? params.sink_logits[work.h] * LOG2E : neg_inf();
-    const int warp_row_lo = work.row_lo + 64 * wg + 16 * warp_in_wg;  // this warp's rows [lo, hi)
-    const int warp_row_hi = min(warp_row_lo + 16, work.row_hi);
-    const int row0 = warp_row_lo + g;
 
+  // One work tile as this thread sees it: its rows, mask, key tiles and softmax.
+  struct Tile {
+    QueryTileWork<kBlockM, kBlockN> work;
+    int n_tiles, qs;  // visible key tiles; its Q buffer
+    int warp_row_lo, warp_row_hi, row0;  // this warp's rows [lo, hi), this thread's first
+    float slope_log2;
+    bool alibi_shifted;
     OnlineSoftmax<1> softmax;
-    softmax.init(sink_log2, t == 0);
-    // ALiBi's row term, when it can leave the tile (alibi.cuh): slope times
-    // this thread's two rows' distance from the query tile's first, signed.
-    const bool alibi_shifted = kHasAlibi && mask.keys_at_or_before_query();
-    auto shift_rows = [&](float sign) {
-      const float d = sign * slope_log2;
-      softmax.shift({d * static_cast<float>(row0 - work.row_lo), d * static_cast<float>(row0 + 8 - work.row_lo)});
-    };
-    if (alibi_shifted) shift_rows(1.f);
-    float O[1][kDTiles][4];  // one 16-row fragment per warp (fwd_tile_ops.cuh)
+  };
+  // ALiBi's row term, when it can leave the tile (alibi.cuh): slope times
+  // this thread's two rows' distance from the query tile's first, signed.
+  auto shift_rows = [&](Tile& c, float sign) {
+    const float d = sign * c.slope_log2;
+    c.softmax.shift({d * static_cast<float>(c.row0 - c.work.row_lo), d * static_cast<float>(c.row0 + 8 - c.work.row_lo)});
+  };
+  auto begin_tile = [&](int w) {
+    Tile c;
+    c.work = sm90::work_at<kHeadDim, kBlockM_>(params, grid, w);
+    c.n_tiles = c.work.tiles.count();
+    c.slope_log2 = (kHasAlibi && params.alibi_slopes != nullptr) ? alibi_slope_log2(params, c.work.b, c.work.h) : 0.f;
+    const float sink_log2 = params.sink_logits != nullptr ? params.sink_logits[c.work.h] * LOG2E : neg_inf();
+    c.warp_row_lo = c.work.row_lo + 64 * wg + 16 * warp_in_wg;
+    c.warp_row_hi = min(c.warp_row_lo + 16, c.work.row_hi);
+    c.row0 = c.warp_row_lo + g;
+    c.softmax.init(sink_log2, t == 0);
+    c.alibi_shifted = kHasAlibi && c.work.mask.keys_at_or_before_query();
+    if (c.alibi_shifted) shift_rows(c, 1.f);
+    return c;
+  };
+  // The tile's Q buffer, once the producer filled it.
+  auto take_q = [&](Tile& c) {
+    c.qs = sm90::ring_stage<Tr::kQStages>(q_uses);
+    acquire(sm.full_q(c.qs), sm90::ring_phase<Tr::kQStages>(q_uses));
+    ++q_uses;
+    q_wg = sm.q_tile(c.qs) + 64 * wg * 128;
+  };
+  // ALiBi, mask and online softmax of key tile `it` (fwd_tile_ops.cuh); returns with S = p.
+  auto softmax_tile = [&](Tile& c, float (&S)[1][kNTiles][4], int it, float (&alpha)[2]) {
+    scores_to_probs<kBlockN, kHasAlibi>(S, c.softmax, alpha, params, c.work.mask, exp2_scale, c.slope_log2,
+                                        c.warp_row_lo, c.warp_row_hi, c.row0, c.work.tiles.tile(it) * kBlockN, t,
+                                        c.alibi_shifted, c.work.row_lo + c.work.mask.offset);
+  };
+  // S_t is in: K_t's buffer goes back, and Q's with the tile's last S.
+  auto after_s = [&](const Tile& c, float (&S)[1][kNTiles][4], int it) {
+    sm90::fence_operand(S[0]);
+    sm90::release(sm.empty_k(k_slot.stage), lane);
+    k_slot.advance();
+    if (it == c.n_tiles - 1) sm90::release(sm.empty_q(c.qs), lane);
+  };
+  // P V is in: V's buffer goes back.
+  auto after_o = [&](float (&O)[1][kDTiles][4]) {
+    sm90::fence_operand(O[0]);
+    sm90::release(sm.empty_v(v_slot.stage), lane);
+    v_slot.advance();
+  };
+  auto zero_o = [&](float (&O)[1][kDTiles][4]) {
 #pragma unroll
     for (int d = 0; d < kDTiles; ++d)
 #pragma unroll
       for (int e = 0; e < 4; ++e) O[0][d][e] = 0.f;
-
-    // ALiBi, mask and online softmax of one S tile (fwd_tile_ops.cuh); returns with S = p.
-    auto softmax_tile = [&](float (&S)[1][kNTiles][4], int col_lo, float (&alpha)[2]) {
-      scores_to_probs<kBlockN, kHasAlibi>(S, softmax, alpha, params, mask, exp2_scale, slope_log2, warp_row_lo,
-                                          warp_row_hi, row0, col_lo, t, alibi_shifted, work.row_lo + mask.offset);
-    };
-    unsigned P[kPSteps][4];  // the register A operand of P V, one k16 step each
-    auto to_p = [&](const float (&S)[1][kNTiles][4]) {
-#pragma unroll
-      for (int ks = 0; ks < kPSteps; ++ks) pack_p<kIsBf16>(S[0], ks, P[ks]);
-    };
-
-    if (n_tiles > 0) {
-      const int qs = sm90::ring_stage<Tr::kQStages>(q_uses);
-      acquire(sm.full_q(qs), sm90::ring_phase<Tr::kQStages>(q_uses));
-      ++q_uses;
-      q_wg = sm.q_tile(qs) + 64 * wg * 128;
-      // Tile 0: S alone (there is no P V yet).
-      {
-        float S[1][kNTiles][4];
-        acquire(sm.full_k(k_slot.stage), k_slot.phase);
-        sm90::fence();
-        turns.wait();
-        issue_s(S, sm.k_tile(k_slot.stage));
-        turns.pass();
-        sm90::wait<0>();
-        sm90::fence_operand(S[0]);
-        sm90::release(sm.empty_k(k_slot.stage), lane);
-        k_slot.advance();
-        if (n_tiles == 1) sm90::release(sm.empty_q(qs), lane);
-        float alpha[2];
-        softmax_tile(S, work.tiles.tile(0) * kBlockN, alpha);  // O is 0: nothing to rescale
-        to_p(S);
-      }
-      for (int it = 1; it < n_tiles; ++it) {
-        float S[1][kNTiles][4];
-        acquire(sm.full_k(k_slot.stage), k_slot.phase);
-        acquire(sm.full_v(v_slot.stage), v_slot.phase);
-        sm90::fence_operand(O[0]);
-        sm90::fence();
-        turns.wait();
-        issue_s(S, sm.k_tile(k_slot.stage));
-        issue_o(O, P, sm.v_tile(v_slot.stage));
-        turns.pass();
-        sm90::wait<1>();  // S_t is in; P_{t-1} V_{t-1} may still run
-        sm90::fence_operand(S[0]);
-        sm90::release(sm.empty_k(k_slot.stage), lane);
-        k_slot.advance();
-        if (it == n_tiles - 1) sm90::release(sm.empty_q(qs), lane);
-        float alpha[2];
-        softmax_tile(S, work.tiles.tile(it) * kBlockN, alpha);
-        sm90::wait<0>();
-        sm90::fence_operand(O[0]);
-        sm90::release(sm.empty_v(v_slot.stage), lane);
-        v_slot.advance();
-        rescale_o</*kLazy=*/true>(O, alpha);
-        to_p(S);
-      }
-      // The last P V.
-      acquire(sm.full_v(v_slot.stage), v_slot.phase);
-      sm90::fence_operand(O[0]);
-      sm90::fence();
-      turns.wait();
-      issue_o(O, P, sm.v_tile(v_slot.stage));
-      turns.pass();
-      sm90::wait<0>();
-      sm90::fence_operand(O[0]);
-      sm90::release(sm.empty_v(v_slot.stage), lane);
-      v_slot.advance();
-    }
-
-    // Out and lse while the producer loads the next tile.
-    if (alibi_shifted) shift_rows(-1.f);
+  };
+  // Out and lse (while the producer loads the next tile).
+  auto finish = [&](Tile& c, const float (&O)[1][kDTiles][4]) {
+    if (c.alibi_shifted) shift_rows(c, -1.f);
     if constexpr (Tr::kTmaStore) {
       const unsigned o_warp = sm.o_warp(warp);
       if (lane == 0) sm90::bulk_wait_read();  // the last tile's store has left o_warp
       __syncwarp();
       float inv_l[2], lse[2];
-      softmax.finalize(inv_l, lse);
+      c.softmax.finalize(inv_l, lse);
       sm90::stage_output<kIsBf16>(O, inv_l, o_warp, lane);
       sm90::fence_async_proxy();  // stmatrix wrote through the generic proxy; TMA reads through the async one
       __syncwarp();
-      if (lane == 0) sm90::Sm90Smem<kHeadDim, kBlockM_>::OutTile::store_tma(&maps.o, o_warp, warp_row_lo, work.h, work.b);
-      store_lse(lse, params, work.b, work.h, row0, t);
+      if (lane == 0)
+        sm90::Sm90Smem<kHeadDim, kBlockM_>::OutTile::store_tma(&maps.o, o_warp, c.warp_row_lo, c.work.h, c.work.b);
+      store_lse(lse, params, c.work.b, c.work.h, c.row0, t);
     } else {
-      store_output<kIsBf16>(O, softmax, params, work.b, work.h, row0, t);
+      store_output<kIsBf16>(O, c.softmax, params, c.work.b, c.work.h, c.row0, t);
+    }
+  };
+  auto to_p = [&](unsigned (&P)[kPSteps][4], const float (&S)[1][kNTiles][4]) {
+#pragma unroll
+    for (int ks = 0; ks < kPSteps; ++ks) pack_p<kIsBf16>(S[0], ks, P[ks]);
+  };
+  auto next_work = [&](int i) {
+    return tile_queue ? sm90::take_tile(sm.queue, i, lane) : sm90::static_work_tile<kHeadDim, kBlockM_>(i, n_work);
+  };
+
+  // The three kinds of key-tile step. Tile 0 of a work tile: S alone (there
+  // is no P V yet; O is 0, nothing to rescale).
+  auto first_key_tile = [&](Tile& c, unsigned (&P)[kPSteps][4]) {
+    float S[1][kNTiles][4];
+    acquire(sm.full_k(k_slot.stage), k_slot.phase);
+    sm90::fence();
+    turns.wait();
+    issue_s(S, sm.k_tile(k_slot.stage));
+    turns.pass();
+    sm90::wait<0>();
+    after_s(c, S, 0);
+    float alpha[2];
+    softmax_tile(c, S, 0, alpha);
+    to_p(P, S);
+  };
+  // Key tile `it` of work tile c with the P V of the key tile before it: S
+  // first, then P V, and S's softmax while the P V still runs; returns with
+  // S = p, alpha its rescale, O's P V done. Within a work tile the caller
+  // then rescales O; chained (-DPK_SM90_CHAINED_TILES=1), c is the next work
+  // tile, at its key tile 0, and O is the last one's, to finish.
+  auto key_tile_with_pv = [&](Tile& c, int it, float (&S)[1][kNTiles][4], float (&alpha)[2],
+                              float (&O)[1][kDTiles][4], const unsigned (&P)[kPSteps][4]) {
+    acquire(sm.full_k(k_slot.stage), k_slot.phase);
+    acquire(sm.full_v(v_slot.stage), v_slot.phase);
+    sm90::fence_operand(O[0]);
+    sm90::fence();
+    turns.wait();
+    issue_s(S, sm.k_tile(k_slot.stage));
+    issue_o(O, P, sm.v_tile(v_slot.stage));
+    turns.pass();
+    sm90::wait<1>();  // S_t is in; P_{t-1} V_{t-1} may still run
+    after_s(c, S, it);
+    softmax_tile(c, S, it, alpha);
+    sm90::wait<0>();
+    after_o(O);
+  };
+  auto key_tiles_after_first = [&](Tile& c, float (&O)[1][kDTiles][4], unsigned (&P)[kPSteps][4]) {
+    for (int it = 1; it < c.n_tiles; ++it) {
+      float S[1][kNTiles][4];
+      float alpha[2];
+      key_tile_with_pv(c, it, S, alpha, O, P);
+      rescale_o</*kLazy=*/true>(O, alpha);
+      to_p(P, S);
+    }
+  };
+  // The work tile's last P V, alone.
+  auto last_pv = [&](float (&O)[1][kDTiles][4], const unsigned (&P)[kPSteps][4]) {
+    acquire(sm.full_v(v_slot.stage), v_slot.phase);
+    sm90::fence_operand(O[0]);
+    sm90::fence();
+    turns.wait();
+    issue_o(O, P, sm.v_tile(v_slot.stage));
+    turns.pass();
+    sm90::wait<0>();
+    after_o(O);
+  };
+
+  if constexpr (!Tr::kChainedTiles) {
+    for (int i = 0;; ++i) {
+      const int w = next_work(i);
+      if (w < 0) break;
+      Tile cur = begin_tile(w);
+      float O[1][kDTiles][4];  // one 16-row fragment per warp (fwd_tile_ops.cuh)
+      zero_o(O);
+      unsigned P[kPSteps][4];  // the register A operand of P V, one k16 step each
+      if (cur.n_tiles > 0) {
+        take_q(cur);
+        first_key_tile(cur, P);
+        key_tiles_after_first(cur, O, P);
+        last_pv(O, P);
+      }
+      finish(cur, O);
+    }
+  } else {
+    // Chained: a work tile's last P V runs alongside the next work tile's
+    // first Q K^T, whose softmax then overlaps it, as the key-tile loop
+    // overlaps them inside a work tile; only the CTA's last work tile, and
+    // one before a tile with no visible key, end with a P V alone.
+    // `carried`: cur's key tile 0 already ran in the last tile's tail (O is
+    // 0, P holds its P_0, its softmax has seen S_0).
+    float O[1][kDTiles][4];
+    unsigned P[kPSteps][4];
+    int i = 0;
+    int w = next_work(i++);
+    Tile cur;
+    if (w >= 0) cur = begin_tile(w);
+    bool carried = false;
+    while (w >= 0) {
+      if (!carried) {
+        zero_o(O);
+        if (cur.n_tiles > 0) {
+          take_q(cur);
+          first_key_tile(cur, P);
+        }
+      }
+      carried = false;
+      key_tiles_after_first(cur, O, P);
+      // The next work tile now, so that its first Q K^T can go with this
+      // last P V. (-1 ends the loop: past the last tile the queue's producer
+      // publishes no further slot, so it is asked once only.)
+      w = next_work(i++);
+      Tile next;
+      if (w >= 0) next = begin_tile(w);
+      if (cur.n_tiles > 0) {
+        if (w >= 0 && next.n_tiles > 0) {
+          take_q(next);
+          float S[1][kNTiles][4];
+          float alpha[2];
+          key_tile_with_pv(next, 0, S, alpha, O, P);
+          finish(cur, O);
+          zero_o(O);  // the next tile's O starts at 0: its alpha is moot
+          to_p(P, S);
+          carried = true;
+        } else {
+          last_pv(O, P);
+        }
+      }
+      if (!carried) finish(cur, O);
+      if (w >= 0) cur = next;
     }
   }
   if (Tr::kTmaStore && lane == 0) sm90::bulk_wait_all();  // the shared tile must outlive its last store

@@ -71,6 +71,14 @@
 #ifndef PK_SM90_Q_STAGES
 #define PK_SM90_Q_STAGES 1
 #endif
+// Chained work tiles in the Hopper forward's consumers: a work tile's last
+// P V is issued with the next work tile's first Q K^T, so that this S's
+// softmax overlaps the P V, as inside the key-tile loop, instead of running
+// alone at every tile's start (-DPK_SM90_CHAINED_TILES=1). Off until it has
+// run on a GPU and an A/B says otherwise.
+#ifndef PK_SM90_CHAINED_TILES
+#define PK_SM90_CHAINED_TILES 0
+#endif
 
 namespace pykernels {
 namespace attention {
@@ -192,6 +200,7 @@ struct FwdSm90Traits {
   static constexpr int kL2SectionMB = PK_SM90_L2_SECTION_MB;
   static constexpr int kQStages = PK_SM90_Q_STAGES;
   static constexpr bool kPairedTiles = PK_SM90_PAIRED_TILES;
+  static constexpr bool kChainedTiles = PK_SM90_CHAINED_TILES;
   static constexpr bool kDynamicTiles = kSm90TileQueueBuilt;  // the tile queue compiled in
   static_assert(!(kPairedTiles && kDynamicTiles), "the queue draws in its own order; pick one of the two");
   // The tile queue's 4 mbarriers and 2 int slots (hopper/tile_queue.cuh, TileQueueSmem).

@@ -6,6 +6,10 @@
 # is the log's tail without the build's noise.
 OUT=${1:?usage: $0 OUTDIR}
 mkdir -p "$OUT"
+# Seconds left of the device call's limit (CALL_LIMIT, 590 by default),
+# counted from here: for steps that run only if time remains.
+STEPS_T0=$(date +%s)
+seconds_left() { echo $(( ${CALL_LIMIT:-590} - ($(date +%s) - STEPS_T0) )); }
 export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 quiet() { grep -v '^\[\|ptxas\|^nvcc\|Function prop\|bytes stack\|Used \|Compiling entry\|c++ -MMD'; }
 step() {  # limit, log name, command...
