@@ -27,6 +27,13 @@ inline bool sm90_d64_wide_rows(const FlashFwdParams& params) {
   return params.window_left < 0 && params.seqlen_q > 128;
 }
 
+// Out through TMA stores, with -DPK_SM90_TMA_STORE=-1 (kernel_traits.cuh):
+// up to 2K keys, where the static order measured +6% at 1K and +4% to +6%
+// at 2K on every variant (H100, profiling/results/h100-2026-12-08/
+// ab_tma_store.jsonl); at 16K it lost 4% on the window
+// (h200-2026-12-07/checks/ab_tma.jsonl). Not yet timed with the tile queue.
+inline bool sm90_tma_store_pays(const FlashFwdParams& params) { return params.seqlen_k <= 2048; }
+
 template <int kHeadDim, int kBlockM, bool kIsBf16, bool kHasAlibi>
 cudaError_t launch_flash_fwd_sm90(const FlashFwdParams& params, cudaStream_t stream) {
   using Tr = FwdSm90Traits<kHeadDim, kBlockM>;
@@ -59,9 +66,8 @@ cudaError_t launch_flash_fwd_sm90(const FlashFwdParams& params, cudaStream_t str
     encode(&maps.k, p.k, p.seqlen_k, p.heads_kv, p.k_batch_stride, p.k_row_stride, p.k_head_stride, Tr::kBlockN);
     encode(&maps.v, p.v, p.seqlen_k, p.heads_kv, p.v_batch_stride, p.v_row_stride, p.v_head_stride, Tr::kBlockN);
   }
-  if constexpr (Tr::kTmaStore) {
-    encode(&maps.o, p.out, p.seqlen_q, p.heads_q, p.o_batch_stride, p.o_row_stride, p.o_head_stride, 16);
-  }
+  const bool store_o = Tr::kTmaStore && (Tr::kTmaStoreAlways || sm90_tma_store_pays(p));
+  if (store_o) encode(&maps.o, p.out, p.seqlen_q, p.heads_q, p.o_batch_stride, p.o_row_stride, p.o_head_stride, 16);
   if (map_err != cudaSuccess) return map_err;
   // The tile queue (hopper/tile_queue.cuh) where it pays, with the caller's
   // counter (FlashFwdParams::tile_counter) zeroed on the launch's stream; a
@@ -72,7 +78,7 @@ cudaError_t launch_flash_fwd_sm90(const FlashFwdParams& params, cudaStream_t str
     const cudaError_t e = cudaMemsetAsync(tile_counter, 0, sizeof(int), stream);
     if (e != cudaSuccess) return e;
   }
-  kernel<<<grid, Tr::kNThreads, Tr::kSmemBytes, stream>>>(params, maps, tile_counter);
+  kernel<<<grid, Tr::kNThreads, Tr::kSmemBytes, stream>>>(params, maps, tile_counter, store_o ? 1 : 0);
   return cudaGetLastError();
 }
 

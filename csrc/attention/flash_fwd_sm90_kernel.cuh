@@ -23,7 +23,8 @@
 //                   then out / l straight from registers. (-DPK_SM90_TMA_STORE=1:
 //                   through a shared tile, each warp's 16 rows stored by one
 //                   TMA box per 64 columns, 8 stmatrix instead of 64
-//                   scattered 4-byte stores; measured slower on windows.)
+//                   scattered 4-byte stores; measured slower on windows.
+//                   -1: per launch, where sm90_tma_store_pays.)
 //                   (-DPK_SM90_PINGPONG=1: the warpgroups issue their wgmmas
 //                   in turns, hopper/warpgroup_turns.cuh.)
 //
@@ -260,7 +261,7 @@ __device__ __forceinline__ void produce(const FlashFwdParams& params, const Sm90
 template <int kHeadDim, int kBlockM_, bool kIsBf16, bool kHasAlibi>
 __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& params, const sm90::Sm90FwdMaps& maps,
                                                        const sm90::Sm90Smem<kHeadDim, kBlockM_>& sm, int warp, int lane,
-                                                       int n_work, int m_blocks, bool tile_queue) {
+                                                       int n_work, int m_blocks, bool tile_queue, bool tma_store) {
   using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
   using QTile = typename sm90::Sm90Smem<kHeadDim, kBlockM_>::QTile;
   using KVTile = typename sm90::Sm90Smem<kHeadDim, kBlockM_>::KVTile;
@@ -298,7 +299,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
     }
   };
 
-  if (Tr::kTmaStore && warp == 0 && lane == 0) sm90::tma_prefetch_map(&maps.o);
+  if (tma_store && warp == 0 && lane == 0) sm90::tma_prefetch_map(&maps.o);
   const sm90::WarpgroupTurns<Tr::kConsumerWarps / 4, Tr::kPingPong> turns(wg);
   sm90::RingSlot<Tr::kStages> k_slot, v_slot;
   int q_uses = 0;
@@ -306,7 +307,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   // One work tile as this thread sees it: its rows, mask, key tiles and softmax.
   struct Tile {
     QueryTileWork<kBlockM, kBlockN> work;
-    int n_tiles, qs;  // visible key tiles; its Q buffer
+    int n_tiles = 0, qs = 0;  // visible key tiles; its Q buffer (set by take_q, if it has keys)
     int warp_row_lo, warp_row_hi, row0;  // this warp's rows [lo, hi), this thread's first
     float slope_log2;
     bool alibi_shifted;
@@ -367,7 +368,7 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
   // Out and lse (while the producer loads the next tile).
   auto finish = [&](Tile& c, const float (&O)[1][kDTiles][4]) {
     if (c.alibi_shifted) shift_rows(c, -1.f);
-    if constexpr (Tr::kTmaStore) {
+    if (Tr::kTmaStore && tma_store) {
       const unsigned o_warp = sm.o_warp(warp);
       if (lane == 0) sm90::bulk_wait_read();  // the last tile's store has left o_warp
       __syncwarp();
@@ -512,13 +513,13 @@ __device__ __forceinline__ void flash_fwd_sm90_consume(const FlashFwdParams& par
       if (w >= 0) cur = next;
     }
   }
-  if (Tr::kTmaStore && lane == 0) sm90::bulk_wait_all();  // the shared tile must outlive its last store
+  if (tma_store && lane == 0) sm90::bulk_wait_all();  // the shared tile must outlive its last store
 }
 
 template <int kHeadDim, int kBlockM_, bool kIsBf16, bool kHasAlibi>
 __global__ void __launch_bounds__(FwdSm90Traits<kHeadDim, kBlockM_>::kNThreads, 1)
     flash_fwd_sm90_kernel(const FlashFwdParams params, const __grid_constant__ sm90::Sm90FwdMaps maps,
-                          int* tile_counter) {
+                          int* tile_counter, int store_o) {
 #if PK_SM90A
   using Tr = FwdSm90Traits<kHeadDim, kBlockM_>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -536,8 +537,9 @@ __global__ void __launch_bounds__(FwdSm90Traits<kHeadDim, kBlockM_>::kNThreads, 
     }
   } else {
     sm90::grow_registers<Tr::kConsumerRegs>();
-    flash_fwd_sm90_consume<kHeadDim, kBlockM_, kIsBf16, kHasAlibi>(params, maps, sm, warp, lane, n_work, m_blocks,
-                                                                   Tr::kDynamicTiles && tile_counter != nullptr);
+    flash_fwd_sm90_consume<kHeadDim, kBlockM_, kIsBf16, kHasAlibi>(
+        params, maps, sm, warp, lane, n_work, m_blocks, Tr::kDynamicTiles && tile_counter != nullptr,
+        Tr::kTmaStore && (Tr::kTmaStoreAlways || store_o != 0));
   }
 #endif
 }

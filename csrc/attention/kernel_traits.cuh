@@ -33,6 +33,10 @@
 #ifndef PK_SM90_D64_WIDE
 #define PK_SM90_D64_WIDE 1
 #endif
+// The Hopper forward's output through a shared tile and TMA stores
+// (flash_fwd_sm90_kernel.cuh): 1 on every launch, -1 where the launcher finds
+// it pays (sm90_tma_store_pays, flash_fwd_launch.cuh), 0 (the default)
+// straight from registers.
 #ifndef PK_SM90_TMA_STORE
 #define PK_SM90_TMA_STORE 0
 #endif
@@ -195,7 +199,8 @@ struct FwdSm90Traits {
   // warpgroup's cp.asyncs; out leaves through a shared tile and TMA stores or
   // straight from registers (hopper/tma.cuh; -D knobs for scripts/dev/attn_ab.py).
   static constexpr bool kTmaLoad = PK_SM90_TMA_LOAD;
-  static constexpr bool kTmaStore = PK_SM90_TMA_STORE;
+  static constexpr bool kTmaStore = PK_SM90_TMA_STORE != 0;  // compiled in (its out tile reserved)
+  static constexpr bool kTmaStoreAlways = PK_SM90_TMA_STORE > 0;
   static constexpr bool kPingPong = PK_SM90_PINGPONG;
   static constexpr int kL2SectionMB = PK_SM90_L2_SECTION_MB;
   static constexpr int kQStages = PK_SM90_Q_STAGES;

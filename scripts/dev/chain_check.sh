@@ -20,7 +20,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...; ab_step LIMIT NAME D S
-nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
 PICK=-DPK_SM90_DYNAMIC_TILES=-1
 CHAIN="$PICK,-DPK_SM90_CHAINED_TILES=1"
 V="pick=$PICK chain=$CHAIN chain_q2=$CHAIN,-DPK_SM90_Q_STAGES=2"

@@ -14,7 +14,6 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 P=cuda,cuda_sm80,sdpa_flash,cudnn,flex
 source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...: a time limit, $OUT/NAME.log, its tail
-nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
 TAIL=16 step 200 tests_d128 python3 scripts/dev/attn_dev.py --tests --bench --providers $P --head-dim 128 --out "$OUT/fwd_dev.jsonl"
 # SKIP="d128_32k long_1m" leaves out those two (e.g. when their kernels' PTX did not change).
 skip() { [[ " ${SKIP:-} " == *" $1 "* ]] && echo "=== $1: skipped (SKIP)"; }

@@ -20,7 +20,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...; ab_step LIMIT NAME D S
-nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 V=${V:-"plain=-DPK_SM90_L2_SECTION_MB=0 l2_16=-DPK_SM90_L2_SECTION_MB=16"}  # add l2_32=-DPK_SM90_L2_SECTION_MB=32 etc. to compare sizes
 ab() { ab_step 120 ab_l2 "$@"; }  # head dim, seqlen
 # Most telling first, in case the call runs short: the A/B where the gap is

@@ -10,7 +10,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...
-nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 # PK_DEV_FLAGS (and PK_DEV_NAME) pick a knob build, as in attn_dev.py, e.g. the tile queue's pick.
 step 150 build python3 -c "import sys; sys.path.insert(0, 'scripts/dev'); from attn_dev import env_build; env_build()"
 NCU=(ncu --set full --import-source no --launch-skip 1 --launch-count 1 -f)

@@ -15,7 +15,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...; ab_step LIMIT NAME D S
-nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
 PICK=-DPK_SM90_DYNAMIC_TILES=-1
 V="auto= pick=$PICK pick_tma=$PICK,-DPK_SM90_TMA_STORE=1"
 TAIL=3 step 150 build_ab python3 scripts/dev/attn_ab.py $V --build-only

@@ -30,7 +30,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...; ab_step LIMIT NAME D S
-nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 # attn_ab.py variants: name=flag,flag (comma-separated nvcc options).
 PAIR=-DPK_SM90_PAIRED_TILES=1
 V=${V:-"auto= dyn=-DPK_SM90_DYNAMIC_TILES=1 dyn16=-DPK_SM90_DYNAMIC_TILES=1,-DPK_SM90_L2_SECTION_MB=16 pair=$PAIR q2=-DPK_SM90_Q_STAGES=2"}

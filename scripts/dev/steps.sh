@@ -1,6 +1,7 @@
-# Shared by the one-call GPU scripts (fwd_check.sh, l2_order_ab.sh,
-# short_seq_ab.sh); source it from the repository root with the output
-# folder as $1. It makes that folder $OUT and sets the build's environment.
+# Shared by the one-call GPU scripts (fwd_check.sh, queue_pick_check.sh,
+# chain_check.sh, short_seq_ab.sh, ...); source it from the repository root
+# with the output folder as $1. It makes that folder $OUT, sets the build's
+# environment and prints the GPU.
 # A step runs under its own time limit, so one hang cannot eat the device
 # call, and appends to $OUT/<name>.log; what comes back in the call's output
 # is the log's tail without the build's noise.
@@ -10,6 +11,8 @@ mkdir -p "$OUT"
 # counted from here: for steps that run only if time remains.
 STEPS_T0=$(date +%s)
 seconds_left() { echo $(( ${CALL_LIMIT:-590} - ($(date +%s) - STEPS_T0) )); }
+# Which GPU, at what clock, under which driver: the first line of every call's output.
+nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
 export PK_DEV_BUILD=${PK_DEV_BUILD:-/tmp/pkb} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 quiet() { grep -v '^\[\|ptxas\|^nvcc\|Function prop\|bytes stack\|Used \|Compiling entry\|c++ -MMD'; }
 step() {  # limit, log name, command...
