@@ -17,6 +17,7 @@
 # kernel_traits.cuh (or to the better of chain and chain_q2).
 #
 #   PYKERNELS_COMMIT=<sha> bash scripts/dev/chain_check.sh OUTDIR
+# Tables for the results README: python scripts/dev/ab_table.py OUTDIR/ab_*.jsonl --base pick
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...; ab_step LIMIT NAME D S

@@ -12,6 +12,7 @@
 # kernel_traits.cuh.
 #
 #   PYKERNELS_COMMIT=<sha> bash scripts/dev/queue_pick_check.sh OUTDIR
+# Tables for the results README: python scripts/dev/ab_table.py OUTDIR/ab_*.jsonl --base auto
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/dev/steps.sh "${1:-}"  # $OUT; step LIMIT NAME CMD...; ab_step LIMIT NAME D S
