@@ -19,8 +19,7 @@ def _records(build, seqlen, head_dim, values):
 def test_cells_rows_and_change_against_the_base():
     recs = (_records("auto", 1024, 128, [280.4, 280, 281, 263]) + _records("pick", 1024, 128, [358, 360, 361, 329])
             + _records("auto", 16384, 128, [640, 462, 415, 619]) + _records("pick", 16384, 128, [640.2, 440, 409, 618]))
-    lines = [json.dumps(r) for r in recs]
-    md = ab_table.tables(ab_table.load(lines), base="auto")
+    md = ab_table.tables(recs, base="auto")
     assert "| S | auto | pick | pick vs auto |" in md
     assert "| 1K | 280 / 280 / 281 / 263 | 358 / 360 / 361 / 329 | +28% / +29% / +28% / +25% |" in md
     # A change that rounds to zero reads 0%, not -0% or +0%.

@@ -88,9 +88,9 @@ struct Sm90Smem {
   using OutTile = SwizzledTile<16, kHeadDim>;
   static constexpr unsigned kFullCount = Tr::kTmaLoad ? 1 : Tr::kProducerThreads;  // arrivals per load
   static_assert(Tr::kQueueBytes == (Tr::kDynamicTiles ? TileQueueSmem::kBytes : 0), "the queue's bytes, reserved");
+  static constexpr int kQBars = 2 * kQStages;  // full and empty of each Q buffer, first among the barriers
   unsigned q, k, v, o, bars;
   TileQueueSmem queue;  // after the barriers below; there when the queue is compiled in (FwdSm90Traits::kDynamicTiles)
-  unsigned q1_bars;     // full and empty of Q's second buffer, after the queue (-DPK_SM90_Q_STAGES=2)
 
   __device__ __forceinline__ explicit Sm90Smem(unsigned base) {
     q = base;
@@ -98,20 +98,19 @@ struct Sm90Smem {
     v = k + kStages * KVTile::kBytes;
     o = v + kStages * KVTile::kBytes;
     bars = o + (Tr::kTmaStore ? Tr::kConsumerWarps * OutTile::kBytes : 0);
-    queue = TileQueueSmem::at(bars + 8 * (2 + 4 * kStages));
-    q1_bars = queue.bars + Tr::kQueueBytes;
+    queue = TileQueueSmem::at(bars + 8 * (kQBars + 4 * kStages));
   }
   __device__ __forceinline__ unsigned q_tile(int s) const { return q + s * QTile::kBytes; }
   __device__ __forceinline__ unsigned k_tile(int s) const { return k + s * KVTile::kBytes; }
   __device__ __forceinline__ unsigned v_tile(int s) const { return v + s * KVTile::kBytes; }
   __device__ __forceinline__ unsigned o_warp(int warp) const { return o + warp * OutTile::kBytes; }
   // 8-byte mbarriers: full (data landed) and empty (consumers done) for Q and each stage of K and V.
-  __device__ __forceinline__ unsigned full_q(int s) const { return s == 0 ? bars : q1_bars; }
-  __device__ __forceinline__ unsigned empty_q(int s) const { return (s == 0 ? bars : q1_bars) + 8; }
-  __device__ __forceinline__ unsigned full_k(int s) const { return bars + 8 * (2 + s); }
-  __device__ __forceinline__ unsigned full_v(int s) const { return bars + 8 * (2 + kStages + s); }
-  __device__ __forceinline__ unsigned empty_k(int s) const { return bars + 8 * (2 + 2 * kStages + s); }
-  __device__ __forceinline__ unsigned empty_v(int s) const { return bars + 8 * (2 + 3 * kStages + s); }
+  __device__ __forceinline__ unsigned full_q(int s) const { return bars + 16 * s; }
+  __device__ __forceinline__ unsigned empty_q(int s) const { return bars + 16 * s + 8; }
+  __device__ __forceinline__ unsigned full_k(int s) const { return bars + 8 * (kQBars + s); }
+  __device__ __forceinline__ unsigned full_v(int s) const { return bars + 8 * (kQBars + kStages + s); }
+  __device__ __forceinline__ unsigned empty_k(int s) const { return bars + 8 * (kQBars + 2 * kStages + s); }
+  __device__ __forceinline__ unsigned empty_v(int s) const { return bars + 8 * (kQBars + 3 * kStages + s); }
 
   __device__ __forceinline__ void init_barriers() const {
     for (int s = 0; s < kQStages; ++s) {

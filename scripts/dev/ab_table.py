@@ -11,16 +11,17 @@ the file, so a README never carries typed ones.
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import sys
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from profiling.common import fmt_size, read_table  # noqa: E402
+from profiling.report import markdown_table  # noqa: E402
 
 # attn_ab.py's variants (bench_attention_dev.VARIANTS), in the order of a cell.
 VARIANT_ORDER = ("causal", "window1024", "sink4_window1024", "causal_alibi")
-
-
-def load(lines: Iterable[str]) -> List[dict]:
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _grid(records: List[dict]) -> "OrderedDict[int, OrderedDict[Tuple[int, str], Dict[str, float]]]":
@@ -31,10 +32,6 @@ def _grid(records: List[dict]) -> "OrderedDict[int, OrderedDict[Tuple[int, str],
         cell = grid.setdefault(r["head_dim"], OrderedDict()).setdefault((r["seqlen"], r["knobs"]), {})
         cell[r["variant"]] = r["tflops"]
     return grid
-
-
-def _size(s: int) -> str:
-    return f"{s // 1024}K" if s % 1024 == 0 else str(s)
 
 
 def _cell(values: Dict[str, float]) -> str:
@@ -62,13 +59,13 @@ def tables(records: List[dict], base: Optional[str] = None) -> str:
             raise SystemExit(f"--base {base}: no such build at d = {d} (builds: {', '.join(builds)})")
         others = [b for b in builds if b != base] if base is not None else []
         header = ["S"] + builds + [f"{b} vs {base}" for b in others]
-        rows = [f"d = {d} (causal / window 1024 / 4 sinks + window 1024 / causal + ALiBi, useful TFLOP/s):", "",
-                "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        rows = []
         for s in seqlens:
-            row = [_size(s)] + [_cell(cells.get((s, b), {})) for b in builds]
+            row = [fmt_size(s)] + [_cell(cells.get((s, b), {})) for b in builds]
             row += [_change(cells.get((s, b), {}), cells.get((s, base), {})) for b in others]
-            rows.append("| " + " | ".join(row) + " |")
-        parts.append("\n".join(rows))
+            rows.append(row)
+        title = f"d = {d} (causal / window 1024 / 4 sinks + window 1024 / causal + ALiBi, useful TFLOP/s):"
+        parts.append(title + "\n\n" + markdown_table(header, rows))
     return "\n\n".join(parts) + "\n"
 
 
@@ -77,10 +74,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("files", nargs="+", help="attn_ab.py --out files (JSON lines)")
     ap.add_argument("--base", default=None, help="a build to state the others' change against")
     args = ap.parse_args(argv)
-    records = []
-    for path in args.files:
-        with open(path) as f:
-            records += load(f)
+    records = [r for path in args.files for r in read_table(path)]
     if not records:
         raise SystemExit("no records in " + ", ".join(args.files))
     gpus = sorted({r.get("gpu", "?") for r in records})
